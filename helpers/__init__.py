@@ -1,0 +1,10 @@
+"""Plumbing shared by the notebooks of the book.
+
+``data`` (datasets), ``augment`` (input pipelines as layers), ``train`` (the
+training loop), ``records`` (result records and glue), ``plots`` (figures),
+``explorers`` (widgets that work on the static site), ``parameters``
+(parameter checks), ``vit`` (the ViT notebook's reusable cells, exported),
+``export`` (the exporter) and ``book`` (execute the notebooks, build the site).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,86 @@
+"""Input pipelines as Keras layers, so they live inside the model.
+
+Inside the model, preprocessing runs on the accelerator, is saved with the
+model, and works the same on TensorFlow, JAX and PyTorch. Random layers act
+only when ``training=True``; at inference the pipeline is deterministic.
+
+The five notebooks differ only in their choice of steps:
+
+* ViT, SPT+LSA: normalize (adapted), resize, flip, rotate, zoom;
+* Perceiver: normalize, resize, flip, zoom;
+* CCT: rescale, pad-and-crop, flip;
+* ShiftViT: rescale, resize, random crop, flip.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+
+def augmentation_pipeline(
+    x_train: np.ndarray | None = None,
+    *,
+    image_size: int | None = None,
+    normalize: str = "adapt",
+    pad: int = 0,
+    crop_size: int | None = None,
+    flip: str | None = "horizontal",
+    rotation: float = 0.0,
+    zoom: float = 0.0,
+    seed: int | None = None,
+    name: str = "augmentation",
+) -> keras.Sequential:
+    """Build a ``keras.Sequential`` of preprocessing and random augmentation.
+
+    Args:
+        x_train: training images; required when ``normalize="adapt"`` (the
+            per-channel mean and variance are computed on them).
+        image_size: resize to ``image_size x image_size`` (None: keep size).
+        normalize: ``"adapt"`` (standardize with training-set statistics),
+            ``"rescale"`` (divide by 255) or ``"none"``.
+        pad: zero padding added on each side before a random crop back to
+            the (resized) size: the classic CIFAR "pad 4, crop 32". Needs no
+            ``crop_size``.
+        crop_size: random crop to ``crop_size x crop_size`` after resizing
+            (at inference: a centre crop).
+        flip: ``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or None.
+        rotation: maximum rotation as a fraction of a full turn (0: off).
+        zoom: maximum zoom in or out as a fraction of the size (0: off).
+        seed: seed of the random layers.
+    """
+    if normalize not in ("adapt", "rescale", "none"):
+        raise ValueError(f"normalize must be 'adapt', 'rescale' or 'none', got {normalize!r}")
+    if pad and crop_size:
+        raise ValueError("use either pad (pad then crop back) or crop_size, not both")
+
+    steps = []
+    if normalize == "adapt":
+        if x_train is None:
+            raise ValueError("normalize='adapt' needs the training images x_train")
+        normalization = layers.Normalization(name="normalization")
+        normalization.adapt(np.asarray(x_train, dtype="float32"))
+        steps.append(normalization)
+    elif normalize == "rescale":
+        steps.append(layers.Rescaling(1.0 / 255, name="rescaling"))
+
+    if image_size is not None:
+        steps.append(layers.Resizing(image_size, image_size, name="resizing"))
+    if pad:
+        if image_size is None and x_train is None:
+            raise ValueError("pad needs image_size or x_train to know the crop size")
+        size = image_size or x_train.shape[1]
+        steps.append(layers.ZeroPadding2D(pad, name="padding"))
+        steps.append(layers.RandomCrop(size, size, seed=seed, name="random_crop"))
+    if crop_size:
+        steps.append(layers.RandomCrop(crop_size, crop_size, seed=seed, name="random_crop"))
+    if flip:
+        steps.append(layers.RandomFlip(flip, seed=seed, name="random_flip"))
+    if rotation:
+        steps.append(layers.RandomRotation(rotation, seed=seed, name="random_rotation"))
+    if zoom:
+        steps.append(
+            layers.RandomZoom(height_factor=zoom, width_factor=zoom, seed=seed, name="random_zoom")
+        )
+    return keras.Sequential(steps, name=name)

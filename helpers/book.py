@@ -1,0 +1,224 @@
+"""Execute the book's notebooks with papermill, then build the site.
+
+    python -m helpers.book --profile smoke              # offline, minutes on a CPU
+    python -m helpers.book --profile full --backend jax # the papers' recipes, on a GPU
+    python -m helpers.book --profile smoke --notebooks vit -p epochs 3 --no-html
+
+Every notebook listed in ``_toc.yml`` is executed with the parameters of the
+chosen profile (``profiles.yml``) into a build tree that mirrors the source
+(``_build/site/book/<name>.ipynb``), so relative paths and the Colab links to
+the committed notebooks stay right. The site is then built from the executed
+copies with Jupyter Book, execution off and warnings as errors:
+``_build/site/_build/html/index.html``.
+
+Parameter names a notebook does not declare are rejected before anything runs
+(papermill itself would only warn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+BACKENDS = ("tensorflow", "jax", "torch")
+SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
+
+
+class BookError(RuntimeError):
+    """A problem with the book's configuration or the requested run."""
+
+
+def toc_files(source: Path) -> list[str]:
+    """Every ``file`` of ``_toc.yml`` (without extension), in reading order."""
+    toc = yaml.safe_load((source / "_toc.yml").read_text())
+    files = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key, []):
+                    walk(child)
+
+    files.append(toc["root"])
+    walk(toc)
+    return files
+
+
+def toc_notebooks(source: Path) -> list[Path]:
+    """The notebooks of the table of contents, as paths relative to ``source``."""
+    return [Path(f + ".ipynb") for f in toc_files(source) if (source / f"{f}.ipynb").is_file()]
+
+
+def load_profile(source: Path, name: str) -> dict:
+    profiles = yaml.safe_load((source / "profiles.yml").read_text())
+    if name not in profiles:
+        raise BookError(f"unknown profile {name!r}; profiles.yml has {', '.join(profiles)}")
+    profile = profiles[name]
+    return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {}}
+
+
+def declared_parameters(notebook: Path) -> dict:
+    """``{name: info}`` of the parameters the notebook's parameters cell declares."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def notebook_parameters(profile: dict, notebook: Path, overrides: dict) -> dict:
+    """The profile's common values, then the notebook's section, then ``overrides``."""
+    return {**profile["common"], **profile["notebooks"].get(notebook.stem, {}), **overrides}
+
+
+def check_parameters(notebook: Path, parameters: dict) -> None:
+    """Fail if ``parameters`` names something the notebook does not declare."""
+    declared = declared_parameters(notebook)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise BookError(
+            f"{notebook}: unknown parameter(s) {', '.join(unknown)}; the notebook declares "
+            f"{', '.join(declared)}"
+        )
+
+
+def prepare_tree(source: Path, site: Path) -> None:
+    """A fresh build tree with the site's files and every non-notebook file of book/."""
+    if site.exists():
+        shutil.rmtree(site)
+    site.mkdir(parents=True)
+    for name in SITE_FILES:
+        shutil.copy2(source / name, site / name)
+    ignore = shutil.ignore_patterns("*.ipynb", "results", ".ipynb_checkpoints", "__pycache__")
+    shutil.copytree(source / "book", site / "book", ignore=ignore)
+
+
+def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend: str) -> float:
+    """Execute one notebook into the build tree; returns its wall time in seconds."""
+    import papermill
+
+    os.environ["KERAS_BACKEND"] = backend  # inherited by the kernel
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    output = site / notebook
+    print(f"== executing {notebook} on {backend} with {parameters}", flush=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(source / notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(output.parent),
+            progress_bar=False,
+            stdout_file=sys.stdout,
+            stderr_file=sys.stderr,
+        )
+    except papermill.PapermillExecutionError as error:
+        raise BookError(
+            f"{notebook} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
+            f"(executed copy with the traceback: {output})"
+        ) from None
+    seconds = time.perf_counter() - start
+    print(f"== {notebook} done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def build_html(site: Path) -> Path:
+    """Build the site from the executed tree, warnings as errors; returns index.html."""
+    command = [
+        str(Path(sys.executable).with_name("jupyter-book")),
+        "build", str(site), "--builder", "html", "--warningiserror", "--keep-going",
+    ]
+    print("== building the site: " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return site / "_build" / "html" / "index.html"
+
+
+def run(
+    profile_name: str,
+    *,
+    source: Path = Path("."),
+    build_dir: Path = Path("_build"),
+    backend: str | None = None,
+    only: list[str] | None = None,
+    overrides: dict | None = None,
+    html: bool = True,
+) -> dict:
+    """Execute the notebooks of ``profile_name``, then build the site.
+
+    Returns ``{"site": build tree, "index": index.html or None, "seconds": {...}}``.
+    """
+    source = source.resolve()
+    backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend not in BACKENDS:
+        raise BookError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    profile = load_profile(source, profile_name)
+    notebooks = toc_notebooks(source)
+    if only:
+        unknown = sorted(set(only) - {nb.stem for nb in notebooks})
+        if unknown:
+            raise BookError(f"no notebook {', '.join(unknown)} in _toc.yml")
+        notebooks = [nb for nb in notebooks if nb.stem in only]
+
+    # Reject every bad parameter name before executing anything.
+    plan = [(nb, notebook_parameters(profile, nb, overrides or {})) for nb in notebooks]
+    for notebook, parameters in plan:
+        check_parameters(source / notebook, parameters)
+
+    site = (source / build_dir / "site").resolve()
+    prepare_tree(source, site)
+    seconds = {nb.stem: execute(source, site, nb, params, backend) for nb, params in plan}
+    index = build_html(site) if html else None
+    for name, value in seconds.items():
+        print(f"{name}: {value:.0f} s")
+    if index:
+        print(f"site: {index}")
+    return {"site": site, "index": index, "seconds": seconds}
+
+
+def _parse_overrides(pairs) -> dict:
+    # Values are read as YAML, as papermill's -y does: 3 -> int, 1e-3 -> float, [64] -> list.
+    return {name: yaml.safe_load(value) for name, value in pairs or []}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Execute the book's notebooks with papermill and build the site."
+    )
+    parser.add_argument("--profile", required=True, help="a profile of profiles.yml: smoke or full")
+    parser.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    parser.add_argument("--notebooks", nargs="+", metavar="NAME", help="execute only these notebooks")
+    parser.add_argument(
+        "-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+        help="override a parameter of every executed notebook (value read as YAML)",
+    )
+    parser.add_argument("--no-html", action="store_true", help="execute only, do not build the site")
+    parser.add_argument("--build-dir", default="_build", type=Path, help="where the build tree goes")
+    args = parser.parse_args(argv)
+    try:
+        run(
+            args.profile,
+            build_dir=args.build_dir,
+            backend=args.backend,
+            only=args.notebooks,
+            overrides=_parse_overrides(args.parameter),
+            html=not args.no_html,
+        )
+    except BookError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as error:
+        print(f"error: the site build failed ({error})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

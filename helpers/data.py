@@ -1,0 +1,309 @@
+"""Datasets for every notebook of the book.
+
+``load_dataset(name)`` gives the same record whatever the source:
+
+* ``"cifar10"`` / ``"cifar100"`` — the real datasets through ``keras.datasets``
+  (downloaded once, then read from the Keras cache);
+* ``"digits"`` — scikit-learn's handwritten digits, which ship inside the
+  scikit-learn wheel, upsampled to 32x32x3. Real images that need no network:
+  the smoke profile and the tests use them;
+* a path to a local ``.npz`` file with ``x_train, y_train, x_test, y_test``
+  (bring your own data; optional ``class_names``).
+
+Images are ``uint8`` arrays of shape ``(n, height, width, 3)``; labels are
+``int32`` vectors in ``[0, num_classes)``. Used by every notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+OFFLINE_DATASET = "digits"
+KERAS_DATASETS = ("cifar10", "cifar100")
+DATASET_NAMES = KERAS_DATASETS + (OFFLINE_DATASET,)
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle",
+    "bicycle", "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel",
+    "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster",
+    "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse",
+    "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
+    "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea",
+    "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip",
+    "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)
+
+# The digits split is fixed (not tied to the run's seed) so that every run,
+# whatever its seed, is evaluated on the same 360 test images.
+_DIGITS_TEST_SIZE = 360
+_DIGITS_SPLIT_SEED = 0
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset could not be downloaded and is not in the local cache."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images and labels of one dataset, split into train / validation / test."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def validation_data(self):
+        """``(x_val, y_val)`` for ``fit``, or ``None`` without a validation split."""
+        if self.x_val is None:
+            return None
+        return self.x_val, self.y_val
+
+    def summary(self) -> str:
+        val = 0 if self.x_val is None else len(self.x_val)
+        return (
+            f"{self.name}: {len(self.x_train)} train / {val} validation / "
+            f"{len(self.x_test)} test images of shape {self.image_shape}, "
+            f"{self.num_classes} classes"
+        )
+
+
+def load_dataset(
+    name: str,
+    n_train: int = 0,
+    n_test: int = 0,
+    validation_split: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
+    """Load a dataset by name (or ``.npz`` path), optionally subset and split.
+
+    Args:
+        name: ``"cifar10"``, ``"cifar100"``, ``"digits"`` or a path to a
+            ``.npz`` file holding ``x_train, y_train, x_test, y_test``.
+        n_train: keep this many training images (a random subset drawn with
+            ``seed``) before the validation split; 0 keeps them all.
+        n_test: keep this many test images (random subset); 0 keeps them all.
+        validation_split: fraction of the (subset) training images held out
+            as a validation set, in ``[0, 1)``.
+        seed: seed of the subset and split draws.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset must be a non-empty string, got {name!r}")
+    for param, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{param} must be an integer >= 0 (0 = all), got {value!r}")
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+
+    if name in KERAS_DATASETS:
+        x_train, y_train, x_test, y_test, class_names = _load_keras_dataset(name)
+    elif name == OFFLINE_DATASET:
+        x_train, y_train, x_test, y_test, class_names = _load_digits()
+    elif name.endswith(".npz") or os.path.isfile(name):
+        x_train, y_train, x_test, y_test, class_names = _load_npz(name)
+    else:
+        raise ValueError(
+            f"dataset {name!r} is unknown: use one of {', '.join(DATASET_NAMES)} "
+            "or the path of a local .npz file"
+        )
+
+    rng = np.random.default_rng(seed)
+    if n_train:
+        keep = rng.permutation(len(x_train))[:n_train]
+        x_train, y_train = x_train[keep], y_train[keep]
+    if n_test:
+        keep = rng.permutation(len(x_test))[:n_test]
+        x_test, y_test = x_test[keep], y_test[keep]
+
+    x_val = y_val = None
+    if validation_split:
+        n_val = int(round(len(x_train) * validation_split))
+        if not 0 < n_val < len(x_train):
+            raise ValueError(
+                f"validation_split={validation_split} of {len(x_train)} training "
+                "images leaves an empty training or validation set"
+            )
+        order = rng.permutation(len(x_train))
+        val, train = order[:n_val], order[n_val:]
+        x_val, y_val = x_train[val], y_train[val]
+        x_train, y_train = x_train[train], y_train[train]
+
+    return Dataset(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        class_names=list(class_names),
+        x_val=x_val,
+        y_val=y_val,
+    )
+
+
+def _load_keras_dataset(name):
+    import keras
+
+    loader = getattr(keras.datasets, name).load_data
+    try:
+        (x_train, y_train), (x_test, y_test) = loader()
+    except Exception as error:  # urllib, SSL and socket errors all end here
+        raise DatasetUnavailableError(
+            f"could not download {name!r} and it is not in the Keras cache "
+            f"({type(error).__name__}: {_first_line(error)}). Without a network, "
+            f"use dataset={OFFLINE_DATASET!r} (real handwritten digits shipped with "
+            "scikit-learn) or the path of a local .npz file with "
+            "x_train, y_train, x_test, y_test."
+        ) from None
+    class_names = CIFAR10_CLASSES if name == "cifar10" else CIFAR100_CLASSES
+    return (
+        x_train.astype(np.uint8),
+        y_train.reshape(-1).astype(np.int32),
+        x_test.astype(np.uint8),
+        y_test.reshape(-1).astype(np.int32),
+        class_names,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else "no details"
+
+
+def _load_digits():
+    """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels) as 32x32x3 uint8."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32) * (255.0 / 16.0)
+    images = upsample_bilinear(images, factor=4)
+    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    images = np.repeat(images[..., None], 3, axis=-1)
+    labels = digits.target.astype(np.int32)
+
+    order = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(len(images))
+    test, train = order[:_DIGITS_TEST_SIZE], order[_DIGITS_TEST_SIZE:]
+    class_names = [str(d) for d in range(10)]
+    return images[train], labels[train], images[test], labels[test], class_names
+
+
+def upsample_bilinear(images: np.ndarray, factor: int) -> np.ndarray:
+    """Bilinear upsampling of ``(n, h, w)`` images by an integer factor.
+
+    Pixel centres are aligned as in ``keras.ops.image.resize`` (half-pixel
+    convention), with edge values held at the borders.
+    """
+    _, height, width = images.shape
+
+    def axis_weights(size):
+        centres = (np.arange(size * factor) + 0.5) / factor - 0.5
+        centres = np.clip(centres, 0, size - 1)
+        low = np.floor(centres).astype(int)
+        high = np.minimum(low + 1, size - 1)
+        return low, high, centres - low
+
+    r0, r1, rw = axis_weights(height)
+    c0, c1, cw = axis_weights(width)
+    rows = images[:, r0, :] * (1 - rw)[None, :, None] + images[:, r1, :] * rw[None, :, None]
+    return rows[:, :, c0] * (1 - cw)[None, None, :] + rows[:, :, c1] * cw[None, None, :]
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _load_npz(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"dataset {path!r}: no such .npz file")
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [key for key in NPZ_KEYS if key not in archive.files]
+        if missing:
+            raise ValueError(
+                f"dataset {path!r} lacks the array(s) {', '.join(missing)}; a dataset "
+                f".npz needs {', '.join(NPZ_KEYS)} (and optionally class_names)"
+            )
+        arrays = {key: archive[key] for key in NPZ_KEYS}
+        names = archive["class_names"] if "class_names" in archive.files else None
+
+    images = {}
+    labels = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        images[split] = _as_rgb_uint8(x, f"x_{split}", path)
+        labels[split] = _as_labels(y, f"y_{split}", path)
+        if len(images[split]) != len(labels[split]):
+            raise ValueError(
+                f"dataset {path!r}: x_{split} has {len(images[split])} images but "
+                f"y_{split} has {len(labels[split])} labels"
+            )
+    if images["train"].shape[1:] != images["test"].shape[1:]:
+        raise ValueError(
+            f"dataset {path!r}: train images {images['train'].shape[1:]} and test "
+            f"images {images['test'].shape[1:]} differ in shape"
+        )
+
+    num_classes = int(max(labels["train"].max(), labels["test"].max())) + 1
+    if names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    else:
+        class_names = [str(n) for n in names.reshape(-1)]
+        if len(class_names) < num_classes:
+            raise ValueError(
+                f"dataset {path!r}: {len(class_names)} class_names but labels go up "
+                f"to {num_classes - 1}"
+            )
+    return images["train"], labels["train"], images["test"], labels["test"], class_names
+
+
+def _as_rgb_uint8(x, key, path):
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"dataset {path!r}: {key} must have shape (n, height, width[, 1 or 3]), "
+            f"got {x.shape}"
+        )
+    if x.dtype != np.uint8:
+        raise ValueError(
+            f"dataset {path!r}: {key} must be uint8 pixels in [0, 255], got dtype {x.dtype}"
+        )
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return x
+
+
+def _as_labels(y, key, path):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"dataset {path!r}: {key} must be a vector of integer class labels, "
+            f"got dtype {y.dtype} and shape {y.shape}"
+        )
+    if len(y) and y.min() < 0:
+        raise ValueError(f"dataset {path!r}: {key} has negative labels (min {y.min()})")
+    return y.astype(np.int32)

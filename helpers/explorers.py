@@ -1,0 +1,56 @@
+"""Interactive explorers that keep working on the static site.
+
+An explorer pre-renders one picture per slider position and links the slider
+to a ``Stack`` of images with ``jslink``, a link that runs in the browser. The
+saved widget state therefore responds on the rendered site, where there is no
+Python kernel to call back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import ipywidgets as widgets
+import numpy as np
+
+from helpers.plots import figure_png, plot_patches
+
+
+def divisors(size: int, smallest: int = 2) -> list[int]:
+    """Patch sizes that tile a ``size``-pixel image exactly, at least ``smallest``."""
+    return [p for p in range(smallest, size) if size % p == 0]
+
+
+def patch_size_explorer(
+    image,
+    patch_sizes: Sequence[int],
+    extract_patches: Callable[[np.ndarray, int], np.ndarray],
+    value: int | None = None,
+) -> widgets.VBox:
+    """A slider over patch sizes showing the image's patch grid for each.
+
+    Args:
+        image: one ``(height, width, channels)`` image.
+        patch_sizes: the sizes offered by the slider.
+        extract_patches: ``(image, patch_size) -> (num_patches, patch_dim)``,
+            normally the notebook's own patch layer.
+        value: the size selected at first (default: the middle one).
+    """
+    patch_sizes = list(patch_sizes)
+    if not patch_sizes:
+        raise ValueError("patch_sizes is empty")
+    pages = []
+    for size in patch_sizes:
+        patches = np.asarray(extract_patches(image, size))
+        fig = plot_patches(image, patches, size)
+        pages.append(widgets.Image(value=figure_png(fig), format="png"))
+    stack = widgets.Stack(pages)
+    slider = widgets.SelectionSlider(
+        options=patch_sizes,
+        value=value if value in patch_sizes else patch_sizes[len(patch_sizes) // 2],
+        description="patch size",
+        continuous_update=True,
+    )
+    stack.selected_index = slider.index
+    widgets.jslink((slider, "index"), (stack, "selected_index"))
+    return widgets.VBox([slider, stack])

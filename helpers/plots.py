@@ -1,0 +1,108 @@
+"""Figures shared by the notebooks: learning curves and patch grids."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+METRIC_TITLES = {
+    "loss": "loss",
+    "accuracy": "top-1 accuracy",
+    "top5_accuracy": "top-5 accuracy",
+}
+
+
+def plot_learning_curves(histories, metrics=("loss", "accuracy", "top5_accuracy"), title=None):
+    """Training (solid) and validation (dashed) curves, one panel per metric.
+
+    Args:
+        histories: a history dict (``TrainResult.history``) or a dict of them
+            keyed by run label, to compare runs on the same axes.
+        metrics: the metrics to draw, those missing from the history are skipped.
+    """
+    if histories and all(isinstance(v, (list, tuple)) for v in histories.values()):
+        histories = {"": histories}
+    metrics = [m for m in metrics if any(m in h for h in histories.values())]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for index, (label, history) in enumerate(histories.items()):
+            color = f"C{index}"
+            prefix = f"{label} " if label else ""
+            if metric in history:
+                epochs = np.arange(1, len(history[metric]) + 1)
+                ax.plot(epochs, history[metric], color=color, label=f"{prefix}train")
+            if f"val_{metric}" in history:
+                epochs = np.arange(1, len(history[f"val_{metric}"]) + 1)
+                ax.plot(
+                    epochs, history[f"val_{metric}"], "--", color=color,
+                    label=f"{prefix}validation",
+                )
+        ax.set_xlabel("epoch")
+        ax.set_title(METRIC_TITLES.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def to_display_image(image) -> np.ndarray:
+    """Any float or integer image in [0, 255] as uint8 for ``imshow``."""
+    image = np.asarray(image, dtype="float32")
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def patch_mosaic(patches, patch_size: int, gap: int = 1) -> np.ndarray:
+    """Lay flattened patches out on their grid with ``gap`` white pixels between.
+
+    Args:
+        patches: ``(num_patches, patch_size * patch_size * channels)``, row-major
+            over the image, as a patch-extraction layer returns them.
+    """
+    patches = to_display_image(patches)
+    num_patches = patches.shape[0]
+    side = int(round(np.sqrt(num_patches)))
+    if side * side != num_patches:
+        raise ValueError(f"{num_patches} patches do not form a square grid")
+    patches = patches.reshape(side, side, patch_size, patch_size, -1)
+    channels = patches.shape[-1]
+    step = patch_size + gap
+    mosaic = np.full((side * step - gap, side * step - gap, channels), 255, np.uint8)
+    for row in range(side):
+        for col in range(side):
+            mosaic[row * step:row * step + patch_size, col * step:col * step + patch_size] = (
+                patches[row, col]
+            )
+    return mosaic
+
+
+def plot_patches(image, patches, patch_size: int, title: str | None = None):
+    """The image with its patch grid drawn on it, beside the patches themselves."""
+    image = to_display_image(image)
+    height, width = image.shape[:2]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4))
+    left.imshow(image.squeeze())
+    for edge in range(patch_size, height, patch_size):
+        left.axhline(edge - 0.5, color="white", linewidth=0.6)
+    for edge in range(patch_size, width, patch_size):
+        left.axvline(edge - 0.5, color="white", linewidth=0.6)
+    left.set_title(f"{height}x{width} image, {patch_size}x{patch_size} grid")
+    right.imshow(patch_mosaic(patches, patch_size).squeeze())
+    right.set_title(f"{len(patches)} patches of {np.asarray(patches).shape[-1]} values")
+    for ax in (left, right):
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """A figure as PNG bytes (closing it), e.g. for an ``ipywidgets.Image``."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()

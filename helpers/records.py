@@ -1,0 +1,176 @@
+"""Result records: one JSON file per executed notebook, and glued numbers.
+
+Each notebook ends with ``write_record``, which writes
+``<results_dir>/<notebook>.json`` and glues the headline numbers (myst-nb
+``glue``) so that pages of the site can quote them from the executed
+notebook instead of typing them. Used by every notebook.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+import keras
+
+from helpers.train import TrainResult
+
+REQUIRED_FIELDS = (
+    "notebook",
+    "backend",
+    "dataset",
+    "epochs",
+    "params",
+    "test_top1",
+    "test_top5",
+    "train_seconds",
+    "train_images_per_second",
+    "keras_version",
+)
+
+
+def environment() -> dict:
+    """Backend, versions and devices of the running process."""
+    backend = keras.backend.backend()
+    info = {
+        "backend": backend,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        info["backend_version"] = tf.__version__
+        info["devices"] = [d.name for d in tf.config.list_logical_devices()]
+    elif backend == "jax":
+        import jax
+
+        info["backend_version"] = jax.__version__
+        info["devices"] = [str(d) for d in jax.devices()]
+    elif backend == "torch":
+        import torch
+
+        info["backend_version"] = torch.__version__
+        info["devices"] = ["cpu"] + [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
+    else:  # numpy or a future backend
+        info["backend_version"] = None
+        info["devices"] = []
+    return info
+
+
+def describe_environment() -> str:
+    """One line naming backend, versions and devices, printed by each notebook."""
+    env = environment()
+    return (
+        f"Keras {env['keras_version']} on {env['backend']} {env['backend_version']} "
+        f"(Python {env['python_version']}); devices: {', '.join(env['devices']) or 'none'}"
+    )
+
+
+def write_record(
+    results_dir: str | os.PathLike,
+    notebook: str,
+    result: TrainResult,
+    *,
+    dataset: str,
+    parameters: dict | None = None,
+    extra: dict | None = None,
+    glue_prefix: str | None = None,
+) -> Path:
+    """Write ``<results_dir>/<notebook>.json`` and glue its headline numbers.
+
+    Args:
+        results_dir: folder of the records (created if missing).
+        notebook: the notebook's name without extension, e.g. ``"vit"``.
+        result: what ``train_and_evaluate`` returned.
+        dataset: the dataset name or path the run used.
+        parameters: the notebook's parameters, stored for reproducibility.
+        extra: more fields for this notebook's record (e.g. a second run).
+        glue_prefix: prefix of the glued names (default: ``notebook``).
+
+    Returns the path of the written file.
+    """
+    env = environment()
+    record = {
+        "notebook": notebook,
+        "backend": env["backend"],
+        "dataset": dataset,
+        "epochs": result.epochs,
+        "params": result.params,
+        "test_top1": result.test_top1,
+        "test_top5": result.test_top5,
+        "test_loss": result.test_loss,
+        "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds,
+        "train_images_per_second": result.train_images_per_second,
+        "epoch_seconds": result.epoch_seconds,
+        "keras_version": env["keras_version"],
+        "backend_version": env["backend_version"],
+        "python_version": env["python_version"],
+        "devices": env["devices"],
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": parameters or {},
+        "history": result.history,
+    }
+    record.update(extra or {})
+    path = Path(results_dir) / f"{notebook}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
+
+    prefix = glue_prefix or notebook
+    glue_values(
+        {
+            f"{prefix}_test_top1": round(100 * result.test_top1, 2),
+            f"{prefix}_test_top5": round(100 * result.test_top5, 2),
+            f"{prefix}_params": result.params,
+            f"{prefix}_epochs": result.epochs,
+            f"{prefix}_train_seconds": round(result.train_seconds, 1),
+            f"{prefix}_images_per_second": round(result.train_images_per_second, 1),
+            f"{prefix}_dataset": dataset,
+            f"{prefix}_backend": env["backend"],
+        }
+    )
+    return path
+
+
+def glue_values(values: dict) -> None:
+    """Glue each value under its name for the site (no-op without myst-nb).
+
+    myst-nb is a build dependency of the site, not of the notebooks: on Colab
+    or in a bare Jupyter the values are simply not glued. Numbers are cited
+    with ``{glue:text}`name```, strings with ``{glue:md}`name```.
+    """
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return
+    from IPython.display import Markdown
+
+    for name, value in values.items():
+        # Strings are glued as Markdown ({glue:md}`name`): as plain text they
+        # would be shown with the quotes of their repr.
+        glue(name, Markdown(value) if isinstance(value, str) else value, display=False)
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    """Load a record and check it has every required field."""
+    record = json.loads(Path(path).read_text())
+    missing = [field for field in REQUIRED_FIELDS if field not in record]
+    if missing:
+        raise ValueError(f"record {path} lacks {', '.join(missing)}")
+    return record
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+

@@ -1,0 +1,225 @@
+"""Compile, fit and evaluate a classifier the same way in every notebook.
+
+``train_and_evaluate`` is the one training loop of the book: AdamW (or any
+optimizer), optional linear warmup + cosine decay built from Keras's own
+``CosineDecay``, optional label smoothing, top-1 / top-5 accuracy, restore of
+the best validation epoch, and a ``TrainResult`` with the numbers every result
+record needs. Plain ``model.fit`` keeps it portable across backends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from helpers.data import Dataset
+
+SCHEDULES = ("constant", "cosine")
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the Keras backend in one call."""
+    keras.utils.set_random_seed(seed)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    history: dict[str, list[float]]
+    test_loss: float
+    test_top1: float
+    test_top5: float
+    epochs: int
+    best_epoch: int | None
+    params: int
+    train_seconds: float
+    train_images_per_second: float
+    epoch_seconds: list[float]
+
+    def summary(self) -> str:
+        best = "" if self.best_epoch is None else f", best epoch {self.best_epoch}"
+        return (
+            f"test top-1 {self.test_top1:.2%}, top-5 {self.test_top5:.2%} after "
+            f"{self.epochs} epochs{best}; {self.train_seconds:.0f} s of training at "
+            f"{self.train_images_per_second:.0f} images/s"
+        )
+
+
+def warmup_cosine_schedule(
+    learning_rate: float, total_steps: int, warmup_steps: int
+) -> keras.optimizers.schedules.CosineDecay:
+    """Linear warmup from 0 to ``learning_rate``, then cosine decay to 0."""
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            f"warmup_steps must be in [0, total_steps={total_steps}), got {warmup_steps}"
+        )
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else learning_rate,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+        alpha=0.0,
+    )
+
+
+class _TrainingTimer(keras.callbacks.Callback):
+    """Seconds spent in the training batches of each epoch (validation excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_seconds: list[float] = []
+        self._start = None
+        self._last_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(self._last_end - self._start)
+
+
+def train_and_evaluate(
+    model: keras.Model,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 1e-4,
+    optimizer: keras.optimizers.Optimizer | Callable | None = None,
+    schedule: str = "constant",
+    warmup_fraction: float = 0.1,
+    label_smoothing: float = 0.0,
+    restore_best: bool = True,
+    callbacks: list | None = None,
+    verbose: int = 2,
+) -> TrainResult:
+    """Compile ``model``, fit it on ``data``, evaluate it on the test set.
+
+    Args:
+        model: a classifier that outputs logits, one per class.
+        data: a ``Dataset``; its validation split (if any) is used for the
+            per-epoch validation metrics and to pick the best epoch.
+        epochs, batch_size: the training budget.
+        learning_rate: peak learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        optimizer: an optimizer instance, or a callable taking the learning
+            rate (a float or a schedule) and returning one, e.g.
+            ``lambda lr: keras.optimizers.Lamb(lr)``. Default: AdamW.
+        schedule: ``"constant"`` or ``"cosine"`` (linear warmup over
+            ``warmup_fraction`` of the steps, then cosine decay to 0).
+        label_smoothing: in ``[0, 1)``; > 0 trains on smoothed one-hot labels.
+        restore_best: with a validation split, end with the weights of the
+            epoch of best validation accuracy.
+        callbacks: extra Keras callbacks.
+        verbose: ``fit`` verbosity; 2 (one line per epoch) keeps executed
+            notebooks readable, since every progress-bar update would be
+            stored as an output of its own.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+
+    steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
+    if schedule == "cosine":
+        total_steps = epochs * steps_per_epoch
+        rate = warmup_cosine_schedule(
+            learning_rate, total_steps, int(total_steps * warmup_fraction)
+        )
+    else:
+        rate = learning_rate
+    if optimizer is None:
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=weight_decay)
+    elif not isinstance(optimizer, keras.optimizers.Optimizer):
+        optimizer = optimizer(rate)
+
+    def targets(labels):
+        if label_smoothing:
+            return keras.utils.to_categorical(labels, data.num_classes)
+        return labels
+
+    if label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        metrics = [
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"),
+        ]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"),
+        ]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+    timer = _TrainingTimer()
+    all_callbacks = [timer, *(callbacks or [])]
+    validation = None
+    if data.validation_data is not None:
+        validation = (data.x_val, targets(data.y_val))
+        if restore_best:
+            # With patience = epochs it never stops early; it only keeps the
+            # weights of the best epoch and puts them back when training ends.
+            best = keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                mode="max",
+                patience=epochs,
+                restore_best_weights=True,
+            )
+            all_callbacks.append(best)
+
+    start = time.perf_counter()
+    history = model.fit(
+        data.x_train,
+        targets(data.y_train),
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=validation,
+        callbacks=all_callbacks,
+        verbose=verbose,
+    )
+    train_seconds = time.perf_counter() - start
+
+    scores = model.evaluate(
+        data.x_test, targets(data.y_test), batch_size=batch_size, verbose=0, return_dict=True
+    )
+    history = {k: [float(v) for v in values] for k, values in history.history.items()}
+    best_epoch = None
+    if validation is not None and restore_best:
+        best_epoch = int(np.argmax(history["val_accuracy"])) + 1
+
+    # The first epoch also traces and compiles the step function; leave it out
+    # of the throughput when there are later epochs to measure.
+    steady = timer.epoch_seconds[1:] or timer.epoch_seconds
+    images_per_second = len(data.x_train) * len(steady) / max(sum(steady), 1e-9)
+
+    return TrainResult(
+        history=history,
+        test_loss=float(scores["loss"]),
+        test_top1=float(scores["accuracy"]),
+        test_top5=float(scores["top5_accuracy"]),
+        epochs=len(history["loss"]),
+        best_epoch=best_epoch,
+        params=int(model.count_params()),
+        train_seconds=train_seconds,
+        train_images_per_second=images_per_second,
+        epoch_seconds=list(timer.epoch_seconds),
+    )
