@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 
 def augmentation_pipeline(
@@ -41,8 +41,8 @@ def augmentation_pipeline(
         normalize: ``"adapt"`` (standardize with training-set statistics),
             ``"rescale"`` (divide by 255) or ``"none"``.
         pad: zero padding added on each side before a random crop back to
-            the (resized) size: the classic CIFAR "pad 4, crop 32". Needs no
-            ``crop_size``.
+            the (resized) size: the classic CIFAR "pad 4, crop 32"
+            (``RandomPadCrop``).
         crop_size: random crop to ``crop_size x crop_size`` after resizing
             (at inference: a centre crop).
         flip: ``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or None.
@@ -68,11 +68,7 @@ def augmentation_pipeline(
     if image_size is not None:
         steps.append(layers.Resizing(image_size, image_size, name="resizing"))
     if pad:
-        if image_size is None and x_train is None:
-            raise ValueError("pad needs image_size or x_train to know the crop size")
-        size = image_size or x_train.shape[1]
-        steps.append(layers.ZeroPadding2D(pad, name="padding"))
-        steps.append(layers.RandomCrop(size, size, seed=seed, name="random_crop"))
+        steps.append(RandomPadCrop(pad, seed=seed, name="random_pad_crop"))
     if crop_size:
         steps.append(layers.RandomCrop(crop_size, crop_size, seed=seed, name="random_crop"))
     if flip:
@@ -84,3 +80,39 @@ def augmentation_pipeline(
             layers.RandomZoom(height_factor=zoom, width_factor=zoom, seed=seed, name="random_zoom")
         )
     return keras.Sequential(steps, name=name)
+
+
+class RandomPadCrop(layers.Layer):
+    """Zero-pad by ``pad`` pixels on each side, then crop a random window of the input size.
+
+    Each image gets its own offset, so in training this is a random shift by up
+    to ``pad`` pixels with zeros shifted in; at inference it is the identity.
+    (``layers.RandomCrop`` is no substitute: at inference it leaves the padded
+    image at its padded size.)
+    """
+
+    def __init__(self, pad, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pad = pad
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training or not self.pad:
+            return images
+        batch = ops.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+        padded = ops.pad(images, [[0, 0], [self.pad, self.pad], [self.pad, self.pad], [0, 0]])
+        offsets = keras.random.randint(
+            (batch, 2), 0, 2 * self.pad + 1, seed=self.seed_generator, dtype="int32"
+        )
+        rows = offsets[:, :1] + ops.arange(height, dtype="int32")[None, :]  # (batch, height)
+        cols = offsets[:, 1:] + ops.arange(width, dtype="int32")[None, :]  # (batch, width)
+        picked = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
+        return ops.take_along_axis(picked, cols[:, None, :, None], axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad, "seed": self.seed}

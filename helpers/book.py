@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,13 @@ from pathlib import Path
 import yaml
 
 BACKENDS = ("tensorflow", "jax", "torch")
+# TensorFlow's C++ start-up logs ("I0000 00:00:17... port.cc:153] oneDNN ...") are
+# written before absl logging is initialised, so no setting silences them; the
+# kernel captures them as stderr output. They are removed from executed copies.
+_NATIVE_LOG_LINE = re.compile(
+    r"^([IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\]|WARNING: All log messages before absl"
+    r"|To enable the following instructions:)"
+)
 SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
 
 
@@ -126,8 +134,29 @@ def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend:
             f"(executed copy with the traceback: {output})"
         ) from None
     seconds = time.perf_counter() - start
+    strip_native_logs(output)
     print(f"== {notebook} done in {seconds:.0f} s", flush=True)
     return seconds
+
+
+def strip_native_logs(path: Path) -> None:
+    """Remove native-library log lines from the stderr outputs of a notebook."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.outputs:
+            if output.output_type == "stream" and output.name == "stderr":
+                lines = output.text.splitlines(keepends=True)
+                output.text = "".join(l for l in lines if not _NATIVE_LOG_LINE.match(l))
+                if not output.text.strip():
+                    continue
+            kept.append(output)
+        cell.outputs = kept
+    nbformat.write(nb, path)
 
 
 def build_html(site: Path) -> Path:

@@ -1,0 +1,133 @@
+"""End to end: the smoke profile executed and the site built (one build per session)."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import nbformat
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+from PIL import Image
+
+from helpers import book
+from helpers.records import read_record
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def html(smoke_build, page):
+    path = smoke_build["site"] / "_build" / "html" / page
+    return BeautifulSoup(path.read_text(), "html.parser")
+
+
+def test_unknown_parameters_are_rejected_before_anything_runs(tmp_path):
+    with pytest.raises(book.BookError, match="unknown parameter\\(s\\) dropout, eppochs"):
+        book.run("smoke", source=ROOT, build_dir=tmp_path, overrides={"eppochs": 1, "dropout": 0.1})
+    assert not (tmp_path / "site").exists()
+
+
+def test_the_runner_rejects_unknown_profiles_and_notebooks(tmp_path):
+    with pytest.raises(book.BookError, match="unknown profile 'fast'"):
+        book.run("fast", source=ROOT, build_dir=tmp_path)
+    with pytest.raises(book.BookError, match="no notebook resnet"):
+        book.run("smoke", source=ROOT, build_dir=tmp_path, only=["resnet"])
+
+
+def test_profiles_only_use_declared_parameters():
+    profiles = yaml.safe_load((ROOT / "profiles.yml").read_text())
+    assert set(profiles) >= {"smoke", "full"}
+    for name in profiles:
+        profile = book.load_profile(ROOT, name)
+        for notebook in book.toc_notebooks(ROOT):
+            book.check_parameters(ROOT / notebook, book.notebook_parameters(profile, notebook, {}))
+
+
+def test_the_build_tree_mirrors_the_source(smoke_build):
+    site = smoke_build["site"]
+    for notebook in book.toc_notebooks(ROOT):
+        assert (site / notebook).is_file()
+    assert (site / "_config.yml").read_text() == (ROOT / "_config.yml").read_text()
+
+
+def test_vit_smoke_run_learns_well_above_chance(smoke_build):
+    record = read_record(smoke_build["site"] / "book" / "results" / "vit.json")
+    assert record["dataset"] == "digits" and record["backend"] == "tensorflow"
+    assert record["epochs"] == record["parameters"]["epochs"] == 10
+    # 10 classes: chance is 10%.
+    assert record["test_top1"] > 0.6, record["test_top1"]
+    assert record["history"]["loss"][-1] < record["history"]["loss"][0]
+    assert record["train_images_per_second"] > 0
+    print(f"ViT smoke: top-1 {record['test_top1']:.2%}, notebook "
+          f"{smoke_build['seconds']['vit']:.0f} s, training {record['train_seconds']:.0f} s")
+
+
+def test_executed_notebook_has_its_outputs_and_no_errors_or_native_logs(smoke_build):
+    nb = nbformat.read(smoke_build["site"] / "book" / "vit.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "Epoch 10/10" in text and "\r" not in text  # verbose=2: one line per epoch
+    assert not re.search(r"^[IWE]\d{4} ", text, re.M)
+    assert nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+
+
+def test_site_has_the_vit_page_with_its_figures(smoke_build):
+    page = html(smoke_build, "book/vit.html")
+    assert "Vision Transformer (ViT) from scratch" in page.title.text
+    images = [img for img in page.find_all("img") if "_images/" in img["src"]]
+    assert len(images) >= 2
+    for img in images:
+        with Image.open(smoke_build["site"] / "_build" / "html" / "book" / img["src"]) as picture:
+            assert picture.width > 100 and picture.height > 100
+
+
+def test_site_links_colab_to_the_committed_notebook(smoke_build):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    expected = (f"{config['launch_buttons']['colab_url']}/github/{repo}/blob/"
+                f"{config['repository']['branch']}/book/vit.ipynb")
+    links = [a["href"] for a in html(smoke_build, "book/vit.html").find_all("a", href=True)]
+    assert expected in links
+    assert (ROOT / "book" / "vit.ipynb").is_file()
+    assert config["repository"]["url"] in links  # the repository button
+
+
+def test_site_shows_the_glued_numbers_of_the_run(smoke_build):
+    record = read_record(smoke_build["site"] / "book" / "results" / "vit.json")
+    text = " ".join(html(smoke_build, "book/vit.html").get_text().split())
+    top1 = round(100 * record["test_top1"], 2)
+    assert f"reached {top1}% top-1" in text
+    assert f"{record['params']:,} parameters" in text
+
+
+def test_site_embeds_the_widget_state(smoke_build):
+    page = html(smoke_build, "book/vit.html")
+    state = page.find("script", type="application/vnd.jupyter.widget-state+json")
+    models = json.loads(state.string)["state"].values()
+    names = {m["model_name"] for m in models}
+    assert {"SelectionSliderModel", "StackModel", "ImageModel", "LinkModel"} <= names
+    assert page.find("script", type="application/vnd.jupyter.widget-view+json")
+
+
+def test_site_has_the_bibliography_of_the_five_papers(smoke_build):
+    text = html(smoke_build, "book/references.html").get_text(" ").lower()
+    for title in ("An Image is Worth 16x16 Words", "Vision Transformer for Small-Size Datasets",
+                  "Perceiver: General Perception with Iterative Attention",
+                  "Escaping the Big Data Paradigm with Compact Transformers",
+                  "When Shift Operation Meets Vision Transformer"):
+        assert title.lower() in text
+
+
+def test_the_site_build_fails_on_a_warning(smoke_build, tmp_path):
+    """Warnings are errors: a page citing an unknown paper breaks the build."""
+    site = tmp_path / "site"
+    shutil.copytree(smoke_build["site"], site, ignore=shutil.ignore_patterns("_build"))
+    intro = site / "book" / "intro.md"
+    intro.write_text(intro.read_text() + "\nSee {cite}`no_such_paper`.\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        book.build_html(site)

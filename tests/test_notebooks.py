@@ -1,0 +1,75 @@
+"""Static checks of the committed notebooks, and their parameter handling."""
+
+import ast
+import json
+
+import nbformat
+import papermill
+import pytest
+
+from helpers.book import toc_notebooks
+from helpers.parameters import COMMON_PARAMETERS
+
+from conftest import ROOT
+
+NOTEBOOKS = toc_notebooks(ROOT)
+
+
+def parameters_cell(path):
+    cells = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path} needs exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+def test_the_book_has_the_vit_notebook():
+    assert [nb.stem for nb in NOTEBOOKS][:1] == ["vit"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs(path):
+    nb = json.loads((ROOT / path).read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_parameter_is_typed_commented_and_seen_by_papermill(path):
+    source = parameters_cell(ROOT / path).source
+    annotated = [node.target.id for node in ast.parse(source).body if isinstance(node, ast.AnnAssign)]
+    assigned = [node for node in ast.parse(source).body if isinstance(node, ast.Assign)]
+    assert not assigned, "every parameter needs a type annotation"
+    assert set(COMMON_PARAMETERS) <= set(annotated)
+    for line in source.splitlines():
+        if line and not line.startswith("#"):
+            assert "  # " in line, f"parameter line without a comment: {line}"
+    declared = papermill.inspect_notebook(str(ROOT / path))
+    assert list(declared) == annotated  # papermill parses each line
+
+
+def test_vit_defaults_are_the_full_recipe():
+    declared = papermill.inspect_notebook(str(ROOT / "book/vit.ipynb"))
+    defaults = {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+    assert defaults | {
+        "dataset": "cifar100", "image_size": 72, "patch_size": 6, "transformer_layers": 8,
+        "projection_dim": 64, "num_heads": 4, "mlp_head_units": [2048, 1024], "epochs": 100,
+        "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 1e-4,
+    } == defaults
+
+
+@pytest.mark.parametrize("parameters,message", [
+    ({"patch_size": 5}, "parameter patch_size must divide image_size=72, got 5"),
+    ({"epochs": "ten"}, "parameter epochs must be an integer, got 'ten'"),
+    ({"lr_schedule": "step"}, "parameter lr_schedule must be one of 'constant', 'cosine'"),
+])
+def test_bad_parameters_stop_the_vit_notebook_at_once(tmp_path, parameters, message):
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(ROOT / "book/vit.ipynb"), str(output),
+                                   parameters=parameters, kernel_name="python3",
+                                   progress_bar=False, cwd=str(tmp_path))
+    assert failure.value.ename == "ValueError"
+    assert message in failure.value.evalue
+    # It failed in the checking cell, before any data was loaded.
+    executed = nbformat.read(output, as_version=4)
+    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)

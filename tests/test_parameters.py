@@ -1,0 +1,64 @@
+import pytest
+
+from helpers import parameters
+
+COMMON = {"dataset": str, "epochs": int, "batch_size": int, "seed": int, "n_train": int,
+          "n_test": int, "results_dir": str}
+
+
+def namespace(**values):
+    defaults = {"dataset": "digits", "epochs": 2, "batch_size": 8, "seed": 0, "n_train": 0,
+                "n_test": 0, "results_dir": "results"}
+    annotations = dict(COMMON)
+    for name, value in values.items():
+        annotations.setdefault(name, type(value))
+    ns = {**defaults, **values}
+    ns["__annotations__"] = {**annotations, "learning_rate": float, "units": list[int]}
+    ns.setdefault("learning_rate", 1e-3)
+    ns.setdefault("units", [8, 4])
+    return ns
+
+
+def test_collect_returns_the_annotated_values():
+    values = parameters.collect(namespace())
+    assert values["epochs"] == 2 and values["units"] == [8, 4]
+    assert "__annotations__" not in values
+
+
+def test_an_int_is_accepted_for_a_float_and_converted():
+    values = parameters.collect(namespace(learning_rate=1))
+    assert values["learning_rate"] == 1.0 and isinstance(values["learning_rate"], float)
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("epochs", "10", "parameter epochs must be an integer, got '10'"),
+    ("epochs", True, "parameter epochs must be an integer, got True"),
+    ("learning_rate", "fast", "parameter learning_rate must be a number"),
+    ("units", [8, "4"], "parameter units must be a list of int"),
+])
+def test_a_wrong_type_names_the_parameter(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        parameters.collect(namespace(**{name: value}))
+
+
+def test_the_common_parameters_are_required():
+    ns = namespace()
+    del ns["__annotations__"]["seed"]
+    with pytest.raises(ValueError, match="must declare seed"):
+        parameters.collect(ns)
+
+
+def test_range_checks_name_the_parameter():
+    values = {"epochs": 0, "units": [8, 0], "split": 1.0, "mode": "x", "n_train": -1}
+    with pytest.raises(ValueError, match="parameter epochs must be > 0, got 0"):
+        parameters.check(values, positive=["epochs"])
+    with pytest.raises(ValueError, match=r"parameter units must be > 0, got \[8, 0\]"):
+        parameters.check(values, positive=["units"])
+    with pytest.raises(ValueError, match=r"parameter split must be in \[0, 1\)"):
+        parameters.check(values, fractions=["split"])
+    with pytest.raises(ValueError, match="parameter n_train must be >= 0"):
+        parameters.check(values, non_negative=["n_train"])
+    with pytest.raises(ValueError, match="parameter mode must be one of 'a', 'b', got 'x'"):
+        parameters.check(values, choices={"mode": ("a", "b")})
+    with pytest.raises(ValueError, match="parameter patch_size must divide"):
+        parameters.require(False, "patch_size", "must divide image_size")

@@ -1,0 +1,69 @@
+import ipywidgets as widgets
+from ipywidgets.widgets.widget_link import Link
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers.explorers import divisors, patch_size_explorer  # noqa: E402
+from helpers.plots import figure_png, patch_mosaic, plot_learning_curves, plot_patches  # noqa: E402
+
+
+def grid_patches(image, p):
+    h, w, c = image.shape
+    return np.stack([image[r:r + p, q:q + p].reshape(-1)
+                     for r in range(0, h, p) for q in range(0, w, p)])
+
+
+def test_patch_mosaic_places_each_patch_on_its_grid_cell():
+    image = np.random.default_rng(0).integers(0, 256, (12, 12, 3)).astype("uint8")
+    mosaic = patch_mosaic(grid_patches(image, 4), 4, gap=2)
+    assert mosaic.shape == (3 * 6 - 2, 3 * 6 - 2, 3)
+    np.testing.assert_array_equal(mosaic[6:10, 12:16], image[4:8, 8:12])  # patch (1, 2)
+    assert (mosaic[4:6] == 255).all()  # the gap between rows 0 and 1
+
+
+def test_patch_mosaic_rejects_a_non_square_count():
+    with pytest.raises(ValueError, match="square grid"):
+        patch_mosaic(np.zeros((6, 12)), 2)
+
+
+def test_learning_curves_draw_train_and_validation_per_metric():
+    history = {"loss": [2, 1], "val_loss": [2.1, 1.2], "accuracy": [0.2, 0.5],
+               "val_accuracy": [0.2, 0.4]}
+    fig = plot_learning_curves(history)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "top-1 accuracy"]
+    assert all(len(ax.lines) == 2 for ax in fig.axes)
+
+
+def test_learning_curves_compare_runs_on_the_same_axes():
+    runs = {"ViT": {"loss": [2, 1], "val_loss": [2, 1.5]}, "SL-ViT": {"loss": [2, 0.8]}}
+    fig = plot_learning_curves(runs, metrics=("loss",))
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["ViT train", "ViT validation", "SL-ViT train"]
+
+
+def test_plot_patches_and_png_bytes():
+    image = np.random.default_rng(1).uniform(0, 255, (16, 16, 3))
+    fig = plot_patches(image, grid_patches(image, 4), 4)
+    assert len(fig.axes) == 2
+    assert figure_png(fig).startswith(b"\x89PNG")
+
+
+def test_divisors():
+    assert divisors(72) == [2, 3, 4, 6, 8, 9, 12, 18, 24, 36]
+    assert divisors(32, smallest=4) == [4, 8, 16]
+
+
+def test_explorer_links_its_slider_to_one_picture_per_patch_size():
+    image = np.random.default_rng(2).uniform(0, 255, (16, 16, 3))
+    box = patch_size_explorer(image, [2, 4, 8], grid_patches, value=4)
+    slider, stack = box.children
+    assert list(slider.options) == [2, 4, 8] and slider.value == 4
+    assert len(stack.children) == 3 and stack.selected_index == 1
+    assert all(bytes(page.value).startswith(b"\x89PNG") for page in stack.children)
+    links = [w for w in widgets.Widget.widgets.values() if isinstance(w, Link)]
+    assert any(link.source == (slider, "index") and link.target == (stack, "selected_index")
+               for link in links)

@@ -1,0 +1,92 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from helpers.data import load_dataset
+from helpers.train import set_seed, train_and_evaluate, warmup_cosine_schedule
+
+
+def small_classifier(data, dropout=0.0):
+    inputs = keras.Input(data.image_shape)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu")(x)
+    x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, keras.layers.Dense(data.num_classes)(x))
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    return load_dataset("digits", n_train=600, n_test=200, validation_split=0.2, seed=0)
+
+
+def test_training_lowers_the_loss_and_beats_chance(digits_split):
+    set_seed(0)
+    result = train_and_evaluate(small_classifier(digits_split), digits_split, epochs=5,
+                                batch_size=32, verbose=0)
+    assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
+    assert result.test_top1 > 0.6  # chance is 0.1
+    assert result.test_top5 >= result.test_top1
+    assert result.epochs == 5 and len(result.epoch_seconds) == 5
+    assert result.train_images_per_second > 0 and result.train_seconds > 0
+
+
+def test_best_epoch_weights_are_restored(digits_split):
+    set_seed(1)
+    model = small_classifier(digits_split)
+    result = train_and_evaluate(model, digits_split, epochs=6, batch_size=64,
+                                learning_rate=3e-2, verbose=0)
+    best = int(np.argmax(result.history["val_accuracy"]))
+    assert result.best_epoch == best + 1
+    val = model.evaluate(digits_split.x_val, digits_split.y_val, verbose=0, return_dict=True)
+    assert val["accuracy"] == pytest.approx(result.history["val_accuracy"][best], abs=1e-6)
+
+
+def test_warmup_cosine_schedule_matches_the_formula():
+    peak, total, warmup = 1e-3, 100, 10
+    schedule = warmup_cosine_schedule(peak, total, warmup)
+
+    def expected(step):
+        if step < warmup:
+            return peak * step / warmup
+        return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+    for step in (0, 5, 10, 40, 75, 100):
+        assert float(schedule(step)) == pytest.approx(expected(step), abs=1e-9)
+
+
+def test_cosine_schedule_drives_the_optimizer(digits_split):
+    set_seed(2)
+    model = small_classifier(digits_split)
+    train_and_evaluate(model, digits_split, epochs=2, batch_size=96, learning_rate=1e-2,
+                       schedule="cosine", verbose=0)
+    # After all the steps of the schedule the rate has decayed to 0.
+    assert int(model.optimizer.iterations) == 2 * math.ceil(480 / 96)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_label_smoothing_and_a_given_optimizer(digits_split):
+    set_seed(3)
+    made = []
+
+    def lamb(rate):
+        made.append(rate)
+        return keras.optimizers.Lamb(rate)
+
+    result = train_and_evaluate(small_classifier(digits_split), digits_split, epochs=3,
+                                batch_size=32, optimizer=lamb, label_smoothing=0.1,
+                                verbose=0)
+    assert len(made) == 1 and made[0] == 1e-3
+    assert result.test_top1 > 0.3
+    # With smoothing the loss cannot reach 0: its floor is the entropy of the smoothed target.
+    assert min(result.history["loss"]) > 0.2
+
+
+def test_bad_options_are_named(digits_split):
+    model = small_classifier(digits_split)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        train_and_evaluate(model, digits_split, epochs=1, batch_size=8, schedule="linear")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        train_and_evaluate(model, digits_split, epochs=1, batch_size=8, label_smoothing=1.5)

@@ -1,0 +1,73 @@
+"""The ViT notebook's exported layers (helpers/vit.py) against NumPy references."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from helpers import export
+from helpers.augment import augmentation_pipeline
+from helpers.vit import PatchEncoder, Patches, create_vit_classifier, transformer_block
+
+
+def numpy_patches(images, p):
+    n, h, w, c = images.shape
+    grid = images.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return grid.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+@pytest.mark.parametrize("size,p", [(12, 3), (12, 4), (72, 6), (32, 8)])
+def test_patches_match_a_numpy_reshape(size, p):
+    images = np.random.default_rng(p).normal(size=(2, size, size, 3)).astype("float32")
+    out = ops.convert_to_numpy(Patches(p)(images))
+    np.testing.assert_allclose(out, numpy_patches(images, p), atol=1e-6)
+
+
+def test_patch_encoder_is_a_projection_plus_a_position_table():
+    rng = np.random.default_rng(0)
+    patches = rng.normal(size=(2, 9, 12)).astype("float32")
+    encoder = PatchEncoder(num_patches=9, projection_dim=5)
+    out = ops.convert_to_numpy(encoder(patches))
+    kernel, bias = (ops.convert_to_numpy(w) for w in encoder.projection.weights)
+    table = ops.convert_to_numpy(encoder.position_embedding)
+    assert table.shape == (9, 5)
+    np.testing.assert_allclose(out, patches @ kernel + bias + table, rtol=1e-5, atol=1e-5)
+
+
+def test_layers_round_trip_through_their_config():
+    assert Patches.from_config(Patches(6).get_config()).patch_size == 6
+    config = PatchEncoder(144, 64).get_config()
+    assert (config["num_patches"], config["projection_dim"]) == (144, 64)
+
+
+def test_transformer_block_keeps_the_token_shape_and_uses_a_given_attention():
+    tokens = keras.Input((16, 8))
+    attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3, name="custom")
+    model = keras.Model(tokens, transformer_block(tokens, 2, 4, [16, 8], 0.0, attention=attention))
+    assert model.output_shape == (None, 16, 8)
+    assert model.get_layer("custom") is attention
+
+
+def test_full_size_model_has_the_parameter_count_of_the_recipe():
+    """CIFAR-100 defaults: 72 px, patch 6, 8 x 64-dim blocks, 4 heads, head 2048/1024."""
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    augmentation = augmentation_pipeline(x, image_size=72, rotation=0.02, zoom=0.2)
+    model = create_vit_classifier((32, 32, 3), 100, augmentation, 72, 6, 64, 4, 8, [2048, 1024])
+    d, n, patch_dim = 64, 144, 6 * 6 * 3
+    attention = 3 * (d * 4 * d + 4 * d) + (4 * d * d + d)
+    block = 2 * 2 * d + attention + (d * 2 * d + 2 * d) + (2 * d * d + d)
+    head = (n * d * 2048 + 2048) + (2048 * 1024 + 1024) + (1024 * 100 + 100)
+    expected = 7 + (patch_dim * d + d + n * d) + 8 * block + 2 * d + head
+    assert model.count_params() == expected  # 21,759,019
+    assert model.output_shape == (None, 100)
+
+
+def test_the_number_of_classes_follows_the_argument():
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    model = create_vit_classifier((32, 32, 3), 7, augmentation_pipeline(x), 32, 8, 16, 2, 1, [32])
+    logits = model(x.astype("float32"), training=False)
+    assert tuple(logits.shape) == (4, 7)
+
+
+def test_helpers_vit_is_the_export_of_the_notebook():
+    assert export.main(["--check"]) == 0, "run python -m helpers.export"
