@@ -54,7 +54,13 @@ class TrainResult:
 def warmup_cosine_schedule(
     learning_rate: float, total_steps: int, warmup_steps: int
 ) -> keras.optimizers.schedules.CosineDecay:
-    """Linear warmup from 0 to ``learning_rate``, then cosine decay to 0."""
+    """Linear warmup from 0 to ``learning_rate``, then cosine decay to 0.
+
+    Known cost: Keras implements the warmup with ``ops.cond``. On the JAX
+    backend on CPU (jax 0.10.2), a conditional in the step made the steps of a
+    model with ``RandomRotation``/``RandomZoom`` about 7x slower (1.76 s vs
+    0.27 s per step for the smoke ViT); TensorFlow and PyTorch are unaffected.
+    """
     if not 0 <= warmup_steps < total_steps:
         raise ValueError(
             f"warmup_steps must be in [0, total_steps={total_steps}), got {warmup_steps}"
