@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 
+from helpers.data import Dataset
 from helpers.train import TrainResult
 
 REQUIRED_FIELDS = (
@@ -78,7 +79,7 @@ def write_record(
     notebook: str,
     result: TrainResult,
     *,
-    dataset: str,
+    data: Dataset,
     parameters: dict | None = None,
     extra: dict | None = None,
     glue_prefix: str | None = None,
@@ -89,7 +90,7 @@ def write_record(
         results_dir: folder of the records (created if missing).
         notebook: the notebook's name without extension, e.g. ``"vit"``.
         result: what ``train_and_evaluate`` returned.
-        dataset: the dataset name or path the run used.
+        data: the dataset the run used (its name, classes and sizes are recorded).
         parameters: the notebook's parameters, stored for reproducibility.
         extra: more fields for this notebook's record (e.g. a second run).
         glue_prefix: prefix of the glued names (default: ``notebook``).
@@ -100,7 +101,12 @@ def write_record(
     record = {
         "notebook": notebook,
         "backend": env["backend"],
-        "dataset": dataset,
+        "dataset": data.name,
+        "num_classes": data.num_classes,
+        "image_shape": list(data.image_shape),
+        "n_train": len(data.x_train),
+        "n_validation": 0 if data.x_val is None else len(data.x_val),
+        "n_test": len(data.x_test),
         "epochs": result.epochs,
         "params": result.params,
         "test_top1": result.test_top1,
@@ -132,7 +138,7 @@ def write_record(
             f"{prefix}_epochs": result.epochs,
             f"{prefix}_train_seconds": round(result.train_seconds, 1),
             f"{prefix}_images_per_second": round(result.train_images_per_second, 1),
-            f"{prefix}_dataset": dataset,
+            f"{prefix}_dataset": data.name,
             f"{prefix}_backend": env["backend"],
         }
     )
@@ -150,12 +156,15 @@ def glue_values(values: dict) -> None:
         from myst_nb import glue
     except ImportError:
         return
-    from IPython.display import Markdown
-
     for name, value in values.items():
-        # Strings are glued as Markdown ({glue:md}`name`): as plain text they
-        # would be shown with the quotes of their repr.
-        glue(name, Markdown(value) if isinstance(value, str) else value, display=False)
+        glue(name, _Text(value) if isinstance(value, str) else value, display=False)
+
+
+class _Text(str):
+    """A string whose repr is itself: ``{glue:text}`` shows it without quotes."""
+
+    def __repr__(self):
+        return str(self)
 
 
 def read_record(path: str | os.PathLike) -> dict:

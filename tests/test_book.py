@@ -103,6 +103,7 @@ def test_site_shows_the_glued_numbers_of_the_run(smoke_build):
     top1 = round(100 * record["test_top1"], 2)
     assert f"reached {top1}% top-1" in text
     assert f"{record['params']:,} parameters" in text
+    assert "10 epochs on digits, Keras backend tensorflow)" in text  # strings without quotes
 
 
 def test_site_embeds_the_widget_state(smoke_build):

@@ -3,6 +3,8 @@
 import ast
 import json
 
+import numpy as np
+
 import nbformat
 import papermill
 import pytest
@@ -73,3 +75,22 @@ def test_bad_parameters_stop_the_vit_notebook_at_once(tmp_path, parameters, mess
     # It failed in the checking cell, before any data was loaded.
     executed = nbformat.read(output, as_version=4)
     assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+
+
+def test_vit_notebook_trains_on_a_local_npz_with_its_own_classes(tmp_path, digits):
+    """A 5-class .npz runs in the notebook whose default is CIFAR-100 (100 classes)."""
+    keep_train, keep_test = digits.y_train < 5, digits.y_test < 5
+    path = tmp_path / "five_digits.npz"
+    np.savez(path, x_train=digits.x_train[keep_train], y_train=digits.y_train[keep_train],
+             x_test=digits.x_test[keep_test], y_test=digits.y_test[keep_test])
+    parameters = {"dataset": str(path), "epochs": 2, "batch_size": 64, "image_size": 16,
+                  "patch_size": 4, "projection_dim": 16, "num_heads": 2,
+                  "transformer_layers": 1, "mlp_head_units": [32], "results_dir": "out"}
+    papermill.execute_notebook(str(ROOT / "book/vit.ipynb"), str(tmp_path / "vit.ipynb"),
+                               parameters=parameters, kernel_name="python3",
+                               progress_bar=False, cwd=str(tmp_path))
+    record = json.loads((tmp_path / "out" / "vit.json").read_text())
+    assert record["dataset"] == str(path) and record["num_classes"] == 5
+    assert record["n_train"] + record["n_validation"] == int(keep_train.sum())
+    assert record["n_test"] == int(keep_test.sum())
+    assert record["test_top1"] > 0.3  # chance is 0.2

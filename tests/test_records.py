@@ -1,10 +1,18 @@
 import json
 
 import keras
+import numpy as np
 import pytest
 
+from helpers.data import Dataset
 from helpers.records import REQUIRED_FIELDS, describe_environment, read_record, write_record
 from helpers.train import TrainResult
+
+
+def fake_data():
+    x = np.zeros((6, 8, 8, 3), np.uint8)
+    y = np.arange(6, dtype=np.int32) % 3
+    return Dataset("mine.npz", x, y, x[:2], y[:2], ["a", "b", "c"], x_val=x[:1], y_val=y[:1])
 
 
 def fake_result():
@@ -17,12 +25,14 @@ def fake_result():
 
 
 def test_record_has_every_required_field(tmp_path):
-    path = write_record(tmp_path / "results", "vit", fake_result(), dataset="digits",
+    path = write_record(tmp_path / "results", "vit", fake_result(), data=fake_data(),
                         parameters={"epochs": 2})
     assert path == tmp_path / "results" / "vit.json"
     record = json.loads(path.read_text())
     assert set(REQUIRED_FIELDS) <= set(record)
-    assert record["notebook"] == "vit" and record["dataset"] == "digits"
+    assert record["notebook"] == "vit" and record["dataset"] == "mine.npz"
+    assert record["num_classes"] == 3 and record["image_shape"] == [8, 8, 3]
+    assert (record["n_train"], record["n_validation"], record["n_test"]) == (6, 1, 2)
     assert record["backend"] == keras.backend.backend()
     assert record["keras_version"] == keras.__version__
     assert record["test_top1"] == 0.55 and record["params"] == 1234
@@ -32,7 +42,7 @@ def test_record_has_every_required_field(tmp_path):
 
 
 def test_extra_fields_are_kept(tmp_path):
-    path = write_record(tmp_path, "spt", fake_result(), dataset="digits",
+    path = write_record(tmp_path, "spt", fake_result(), data=fake_data(),
                         extra={"runs": {"vanilla": {"test_top1": 0.5}}})
     assert json.loads(path.read_text())["runs"]["vanilla"]["test_top1"] == 0.5
 
