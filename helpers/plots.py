@@ -106,3 +106,37 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def plot_token_maps(image, maps, titles=None, marks=None, title=None, alpha=0.55, cmap="inferno"):
+    """Heatmaps over a grid of tokens, each drawn over the image it came from.
+
+    Args:
+        image: ``(height, width, channels)`` image in [0, 255].
+        maps: a list of ``(rows, cols)`` arrays, one per panel (attention of a
+            query token, pooling weights, ...); each is stretched over the image.
+        titles: one title per panel.
+        marks: per panel, a ``(row, col)`` token to outline (e.g. the query), or None.
+        title: a title over all panels.
+    """
+    image = to_display_image(image).squeeze()
+    height, width = image.shape[:2]
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
+    for index, (ax, token_map) in enumerate(zip(axes[0], maps)):
+        token_map = np.asarray(token_map, dtype="float32")
+        rows, cols = token_map.shape
+        ax.imshow(image)
+        extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+        ax.imshow(token_map, cmap=cmap, alpha=alpha, extent=extent, interpolation="nearest")
+        mark = marks[index] if marks else None
+        if mark is not None:
+            cell_h, cell_w = height / rows, width / cols
+            ax.add_patch(plt.Rectangle((mark[1] * cell_w - 0.5, mark[0] * cell_h - 0.5),
+                                       cell_w, cell_h, fill=False, edgecolor="cyan", linewidth=2))
+        if titles:
+            ax.set_title(titles[index], fontsize="small")
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

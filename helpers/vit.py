@@ -5,6 +5,7 @@ notebook, not this file, then export again.
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -121,3 +122,38 @@ def create_vit_classifier(
     x = mlp(x, mlp_head_units, head_dropout_rate)
     logits = layers.Dense(num_classes)(x)
     return keras.Model(inputs, logits, name=name)
+
+
+def attention_scores(model, images, attention_layers=None):
+    """Attention weights of each attention layer of ``model`` on ``images``.
+
+    Returns one array per layer, (batch, heads, tokens, tokens), each row
+    summing to 1. By default the layers are the model's MultiHeadAttention
+    layers; any layer called as ``layer(query, value)`` that accepts
+    ``return_attention_scores=True`` can be given instead.
+    """
+    if attention_layers is None:
+        attention_layers = [
+            layer for layer in model.layers if isinstance(layer, layers.MultiHeadAttention)
+        ]
+    probe = keras.Model(model.input, [layer.input[0] for layer in attention_layers])
+    queries = probe(images, training=False)
+    if len(attention_layers) == 1:
+        queries = [queries]
+    scores = []
+    for layer, query in zip(attention_layers, queries):
+        _, weights = layer(query, query, return_attention_scores=True, training=False)
+        scores.append(ops.convert_to_numpy(weights))
+    return scores
+
+
+def mean_attention_distance(scores, grid_size, patch_size):
+    """Per head, the attention-weighted distance in pixels between query and key patches.
+
+    ``scores``: (batch, heads, N, N) with N = grid_size**2 tokens in row-major
+    grid order. Returns (heads,).
+    """
+    rows, cols = np.divmod(np.arange(grid_size * grid_size), grid_size)
+    centres = np.stack([rows, cols], axis=-1) * patch_size
+    distance = np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
+    return (scores * distance).sum(axis=-1).mean(axis=(0, 2))

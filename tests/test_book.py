@@ -69,7 +69,7 @@ def test_executed_notebook_has_its_outputs_and_no_errors_or_native_logs(smoke_bu
     nb = nbformat.read(smoke_build["site"] / "book" / "vit.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # patches, curves, attention x2
     text = "".join(o.get("text", "") for o in outputs)
     assert "Epoch 10/10" in text and "\r" not in text  # verbose=2: one line per epoch
     assert not re.search(r"^[IWE]\d{4} ", text, re.M)
@@ -80,7 +80,7 @@ def test_site_has_the_vit_page_with_its_figures(smoke_build):
     page = html(smoke_build, "book/vit.html")
     assert "Vision Transformer (ViT) from scratch" in page.title.text
     images = [img for img in page.find_all("img") if "_images/" in img["src"]]
-    assert len(images) >= 2
+    assert len(images) >= 4
     for img in images:
         with Image.open(smoke_build["site"] / "_build" / "html" / "book" / img["src"]) as picture:
             assert picture.width > 100 and picture.height > 100

@@ -8,7 +8,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers.explorers import divisors, patch_size_explorer  # noqa: E402
-from helpers.plots import figure_png, patch_mosaic, plot_learning_curves, plot_patches  # noqa: E402
+from helpers.plots import (  # noqa: E402
+    figure_png,
+    patch_mosaic,
+    plot_learning_curves,
+    plot_patches,
+    plot_token_maps,
+)
 
 
 def grid_patches(image, p):
@@ -67,3 +73,12 @@ def test_explorer_links_its_slider_to_one_picture_per_patch_size():
     links = [w for w in widgets.Widget.widgets.values() if isinstance(w, Link)]
     assert any(link.source == (slider, "index") and link.target == (stack, "selected_index")
                for link in links)
+
+
+def test_token_maps_draw_one_panel_per_map_with_the_query_outlined():
+    image = np.random.default_rng(3).uniform(0, 255, (16, 16, 3))
+    maps = [np.eye(4), np.ones((4, 4)) / 16]
+    fig = plot_token_maps(image, maps, titles=["a", "b"], marks=[(1, 2), None], title="t")
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert len(fig.axes[0].patches) == 1 and len(fig.axes[1].patches) == 0
+    assert len(fig.axes[0].images) == 2  # the image and the heatmap over it

@@ -7,7 +7,14 @@ from keras import ops
 
 from helpers import export
 from helpers.augment import augmentation_pipeline
-from helpers.vit import PatchEncoder, Patches, create_vit_classifier, transformer_block
+from helpers.vit import (
+    PatchEncoder,
+    Patches,
+    attention_scores,
+    create_vit_classifier,
+    mean_attention_distance,
+    transformer_block,
+)
 
 
 def numpy_patches(images, p):
@@ -71,3 +78,31 @@ def test_the_number_of_classes_follows_the_argument():
 
 def test_helpers_vit_is_the_export_of_the_notebook():
     assert export.main(["--check"]) == 0, "run python -m helpers.export"
+
+
+def test_attention_scores_are_one_distribution_per_query_and_layer():
+    x = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3)).astype("uint8")
+    model = create_vit_classifier((16, 16, 3), 4, augmentation_pipeline(x), 16, 4, 8, 2, 3, [16])
+    scores = attention_scores(model, x.astype("float32"))
+    assert len(scores) == 3
+    for layer_scores in scores:
+        assert layer_scores.shape == (3, 2, 16, 16)
+        np.testing.assert_allclose(layer_scores.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_mean_attention_distance_matches_a_loop_over_patch_pairs():
+    grid, p = 3, 4
+    scores = np.random.default_rng(1).dirichlet(np.ones(9), size=(2, 2, 9))  # (batch, heads, 9, 9)
+    expected = np.zeros(2)
+    for head in range(2):
+        total = 0.0
+        for b in range(2):
+            for q in range(9):
+                for k in range(9):
+                    dy, dx = (q // grid - k // grid) * p, (q % grid - k % grid) * p
+                    total += scores[b, head, q, k] * np.hypot(dy, dx)
+        expected[head] = total / (2 * 9)
+    np.testing.assert_allclose(mean_attention_distance(scores, grid, p), expected)
+    # A head that only attends to itself looks 0 pixels away.
+    identity = np.broadcast_to(np.eye(9), (1, 1, 9, 9))
+    assert mean_attention_distance(identity, grid, p) == pytest.approx([0.0])
