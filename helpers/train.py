@@ -141,6 +141,11 @@ def train_and_evaluate(
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+    if isinstance(optimizer, keras.optimizers.Optimizer) and schedule != "constant":
+        raise ValueError(
+            "an optimizer instance keeps its own learning rate: to use the "
+            f"{schedule!r} schedule, pass a callable that takes the rate instead"
+        )
 
     steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
     if schedule == "cosine":

@@ -90,3 +90,6 @@ def test_bad_options_are_named(digits_split):
         train_and_evaluate(model, digits_split, epochs=1, batch_size=8, schedule="linear")
     with pytest.raises(ValueError, match="label_smoothing"):
         train_and_evaluate(model, digits_split, epochs=1, batch_size=8, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="pass a callable"):
+        train_and_evaluate(model, digits_split, epochs=1, batch_size=8, schedule="cosine",
+                           optimizer=keras.optimizers.SGD())
