@@ -44,7 +44,7 @@ def augmentation_pipeline(
             the (resized) size: the classic CIFAR "pad 4, crop 32"
             (``RandomPadCrop``).
         crop_size: random crop to ``crop_size x crop_size`` after resizing
-            (at inference: a centre crop).
+            (at inference: the centre crop; ``RandomPadCrop``).
         flip: ``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or None.
         rotation: maximum rotation as a fraction of a full turn (0: off).
         zoom: maximum zoom in or out as a fraction of the size (0: off).
@@ -68,9 +68,9 @@ def augmentation_pipeline(
     if image_size is not None:
         steps.append(layers.Resizing(image_size, image_size, name="resizing"))
     if pad:
-        steps.append(RandomPadCrop(pad, seed=seed, name="random_pad_crop"))
+        steps.append(RandomPadCrop(pad=pad, seed=seed, name="random_pad_crop"))
     if crop_size:
-        steps.append(layers.RandomCrop(crop_size, crop_size, seed=seed, name="random_crop"))
+        steps.append(RandomPadCrop(size=crop_size, seed=seed, name="random_crop"))
     if flip:
         steps.append(layers.RandomFlip(flip, seed=seed, name="random_flip"))
     if rotation:
@@ -83,36 +83,56 @@ def augmentation_pipeline(
 
 
 class RandomPadCrop(layers.Layer):
-    """Zero-pad by ``pad`` pixels on each side, then crop a random window of the input size.
+    """Zero-pad by ``pad`` pixels, then crop a ``size`` x ``size`` window.
 
-    Each image gets its own offset, so in training this is a random shift by up
-    to ``pad`` pixels with zeros shifted in; at inference it is the identity.
-    (``layers.RandomCrop`` is no substitute: at inference it leaves the padded
-    image at its padded size.)
+    In training each image gets its own random window; at inference the
+    window is the centre one. With the default ``size`` (the input's size)
+    this is the CIFAR "pad 4, crop back to 32": a random shift with zeros
+    shifted in, and the identity at inference. With ``pad=0`` and a smaller
+    ``size`` it is a random crop that centre-crops at inference.
+    (``layers.RandomCrop`` is no substitute: at inference it returns a larger
+    input at its own size, so training and inference shapes differ.)
     """
 
-    def __init__(self, pad, seed=None, **kwargs):
+    def __init__(self, pad=0, size=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.pad = pad
+        self.size = size
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def _window(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        out_h = self.size or height
+        out_w = self.size or width
+        slack_h, slack_w = height + 2 * self.pad - out_h, width + 2 * self.pad - out_w
+        if slack_h < 0 or slack_w < 0:
+            raise ValueError(
+                f"cannot crop {out_h}x{out_w} from {height}x{width} images padded by {self.pad}"
+            )
+        return out_h, out_w, slack_h, slack_w
+
     def call(self, images, training=None):
-        if not training or not self.pad:
-            return images
+        out_h, out_w, slack_h, slack_w = self._window(images.shape)
+        if self.pad:
+            pad = self.pad
+            images = ops.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        if not training:
+            top, left = slack_h // 2, slack_w // 2
+            return images[:, top:top + out_h, left:left + out_w, :]
         batch = ops.shape(images)[0]
-        height, width = images.shape[1], images.shape[2]
-        padded = ops.pad(images, [[0, 0], [self.pad, self.pad], [self.pad, self.pad], [0, 0]])
-        offsets = keras.random.randint(
-            (batch, 2), 0, 2 * self.pad + 1, seed=self.seed_generator, dtype="int32"
-        )
-        rows = offsets[:, :1] + ops.arange(height, dtype="int32")[None, :]  # (batch, height)
-        cols = offsets[:, 1:] + ops.arange(width, dtype="int32")[None, :]  # (batch, width)
-        picked = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
+        top = keras.random.randint((batch, 1), 0, slack_h + 1, seed=self.seed_generator,
+                                   dtype="int32")
+        left = keras.random.randint((batch, 1), 0, slack_w + 1, seed=self.seed_generator,
+                                    dtype="int32")
+        rows = top + ops.arange(out_h, dtype="int32")[None, :]  # (batch, out_h)
+        cols = left + ops.arange(out_w, dtype="int32")[None, :]  # (batch, out_w)
+        picked = ops.take_along_axis(images, rows[:, :, None, None], axis=1)
         return ops.take_along_axis(picked, cols[:, None, :, None], axis=2)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        out_h, out_w, _, _ = self._window(input_shape)
+        return (input_shape[0], out_h, out_w, input_shape[3])
 
     def get_config(self):
-        return {**super().get_config(), "pad": self.pad, "seed": self.seed}
+        return {**super().get_config(), "pad": self.pad, "size": self.size, "seed": self.seed}

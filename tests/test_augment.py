@@ -61,3 +61,15 @@ def test_adapt_without_training_images_is_an_error():
         augmentation_pipeline(normalize="adapt")
     with pytest.raises(ValueError, match="normalize must be"):
         augmentation_pipeline(normalize="standard")
+
+
+def test_crop_size_is_a_random_window_in_training_and_the_centre_at_inference(images):
+    pipeline = augmentation_pipeline(normalize="none", crop_size=24, flip=None, seed=0)
+    x = images[:6].astype("float32")
+    np.testing.assert_array_equal(_np(pipeline(x, training=False)), x[:, 4:28, 4:28])
+    out = _np(pipeline(x, training=True))
+    assert out.shape == (6, 24, 24, 3)
+    for i in range(len(x)):
+        assert any(np.array_equal(out[i], x[i, dy:dy + 24, dx:dx + 24])
+                   for dy in range(9) for dx in range(9))
+    assert pipeline.compute_output_shape((None, 32, 32, 3)) == (None, 24, 24, 3)
