@@ -82,6 +82,7 @@ def augmentation_pipeline(
     return keras.Sequential(steps, name=name)
 
 
+@keras.saving.register_keras_serializable(package="helpers")
 class RandomPadCrop(layers.Layer):
     """Zero-pad by ``pad`` pixels, then crop a ``size`` x ``size`` window.
 
