@@ -113,6 +113,7 @@ def write_record(
         "test_top5": result.test_top5,
         "test_loss": result.test_loss,
         "best_epoch": result.best_epoch,
+        "resumed_epochs": result.resumed_epochs,
         "train_seconds": result.train_seconds,
         "train_images_per_second": result.train_images_per_second,
         "epoch_seconds": result.epoch_seconds,

@@ -10,9 +10,13 @@ record needs. Plain ``model.fit`` keeps it portable across backends.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -29,7 +33,13 @@ def set_seed(seed: int) -> None:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What one training run produced."""
+    """What one training run produced.
+
+    ``train_seconds`` and ``epoch_seconds`` count the training batches only
+    (validation excluded). ``resumed_epochs`` is the number of epochs restored
+    from a backup of an interrupted run (0 for a run done in one go); the
+    history and times cover all epochs either way.
+    """
 
     history: dict[str, list[float]]
     test_loss: float
@@ -41,14 +51,29 @@ class TrainResult:
     train_seconds: float
     train_images_per_second: float
     epoch_seconds: list[float]
+    resumed_epochs: int = 0
 
     def summary(self) -> str:
         best = "" if self.best_epoch is None else f", best epoch {self.best_epoch}"
+        if self.resumed_epochs:
+            best += f" (resumed after epoch {self.resumed_epochs})"
         return (
             f"test top-1 {self.test_top1:.2%}, top-5 {self.test_top5:.2%} after "
             f"{self.epochs} epochs{best}; {self.train_seconds:.0f} s of training at "
             f"{self.train_images_per_second:.0f} images/s"
         )
+
+
+def backup_dir_for(results_dir: str | os.PathLike, name: str, parameters: dict) -> Path:
+    """The backup folder of one run: ``<results_dir>/backups/<name>-<hash>``.
+
+    The hash covers the run's parameters, so a notebook started again after a
+    crash finds its own backup, while a run with other parameters starts
+    afresh instead of loading weights of another shape or recipe.
+    """
+    text = json.dumps(parameters, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return Path(results_dir) / "backups" / f"{name}-{digest}"
 
 
 def warmup_cosine_schedule(
@@ -74,27 +99,97 @@ def warmup_cosine_schedule(
     )
 
 
-class _TrainingTimer(keras.callbacks.Callback):
-    """Seconds spent in the training batches of each epoch (validation excluded)."""
+class _RunLog(keras.callbacks.Callback):
+    """Per-epoch metrics and times, the best epoch's weights, and their backup.
 
-    def __init__(self):
+    Without ``backup_dir`` everything stays in memory. With it, the log and the
+    best weights are written after every epoch, so that a run interrupted and
+    started again (with ``keras.callbacks.BackupAndRestore`` restoring the
+    model and the epoch counter) ends with the history of all its epochs and
+    can still restore a best epoch from before the interruption.
+    """
+
+    def __init__(self, monitor: str | None, backup_dir: Path | None):
         super().__init__()
-        self.epoch_seconds: list[float] = []
-        self._start = None
-        self._last_end = None
+        self.monitor = monitor
+        self.backup_dir = backup_dir
+        self.epochs: list[dict] = []  # one {"logs": ..., "seconds": ...} per epoch
+        self.best_epoch: int | None = None  # 1-based
+        self.best_weights = None
+        self.resumed_epochs = 0
+        self._started = False
+        self._batch_start = None
+        self._batch_end = None
+
+    @property
+    def _log_path(self):
+        return self.backup_dir / "run_log.json"
+
+    @property
+    def _best_path(self):
+        return self.backup_dir / "best.weights.h5"
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = None
+        if not self._started:
+            self._started = True
+            if self.backup_dir is not None and epoch > 0 and self._log_path.exists():
+                self._resume(epoch)
+        self._batch_start = None
+
+    def _resume(self, epoch):
+        saved = json.loads(self._log_path.read_text())
+        # Epochs logged after the last backup are run again: drop them.
+        self.epochs = saved["epochs"][:epoch]
+        self.resumed_epochs = len(self.epochs)
+        best = saved.get("best_epoch")
+        if best is not None and best <= epoch and self._best_path.exists():
+            self.best_epoch = best
+        if self.monitor and self.epochs:
+            # Without the saved weights of a best epoch, later epochs must beat
+            # only what is known to be restorable.
+            known = self.epochs[: self.best_epoch or 0]
+            self.best_weights = "disk" if self.best_epoch else None
+            self._best_value = max((e["logs"][self.monitor] for e in known), default=None)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._start is None:
-            self._start = time.perf_counter()
+        if self._batch_start is None:
+            self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._last_end = time.perf_counter()
+        self._batch_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(self._last_end - self._start)
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        if self.backup_dir is not None:
+            self.backup_dir.mkdir(parents=True, exist_ok=True)
+        self.epochs.append({"logs": logs, "seconds": self._batch_end - self._batch_start})
+        if self.monitor and self.monitor in logs:
+            best = getattr(self, "_best_value", None)
+            if best is None or logs[self.monitor] > best:
+                self._best_value = logs[self.monitor]
+                self.best_epoch = len(self.epochs)
+                self.best_weights = self.model.get_weights()
+                if self.backup_dir is not None:
+                    self.model.save_weights(self._best_path, overwrite=True)
+        if self.backup_dir is not None:
+            temporary = self._log_path.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"epochs": self.epochs, "best_epoch": self.best_epoch}))
+            temporary.replace(self._log_path)  # atomic: a kill never leaves half a log
+
+    def restore_best(self):
+        if isinstance(self.best_weights, list):
+            self.model.set_weights(self.best_weights)
+        elif self.best_weights == "disk":
+            self.model.load_weights(self._best_path)
+
+    def on_train_end(self, logs=None):
+        if self.backup_dir is not None:
+            for path in (self._log_path, self._best_path):
+                path.unlink(missing_ok=True)
+
+    def history(self) -> dict[str, list[float]]:
+        keys = self.epochs[0]["logs"].keys() if self.epochs else ()
+        return {key: [e["logs"].get(key, float("nan")) for e in self.epochs] for key in keys}
 
 
 def train_and_evaluate(
@@ -111,6 +206,7 @@ def train_and_evaluate(
     label_smoothing: float = 0.0,
     restore_best: bool = True,
     callbacks: list | None = None,
+    backup_dir: str | os.PathLike | None = None,
     verbose: int = 2,
 ) -> TrainResult:
     """Compile ``model``, fit it on ``data``, evaluate it on the test set.
@@ -131,6 +227,12 @@ def train_and_evaluate(
         restore_best: with a validation split, end with the weights of the
             epoch of best validation accuracy.
         callbacks: extra Keras callbacks.
+        backup_dir: back up the training state there after every epoch
+            (``keras.callbacks.BackupAndRestore`` plus this run's log and
+            best weights). If the process dies, calling this function again
+            with the same model, data and options resumes after the last
+            completed epoch. The folder is the run's own: a finished run
+            deletes it.
         verbose: ``fit`` verbosity; 2 (one line per epoch) keeps executed
             notebooks readable, since every progress-bar update would be
             stored as an output of its own.
@@ -181,24 +283,21 @@ def train_and_evaluate(
         ]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
-    timer = _TrainingTimer()
-    all_callbacks = [timer, *(callbacks or [])]
     validation = None
     if data.validation_data is not None:
         validation = (data.x_val, targets(data.y_val))
-        if restore_best:
-            # With patience = epochs it never stops early; it only keeps the
-            # weights of the best epoch and puts them back when training ends.
-            best = keras.callbacks.EarlyStopping(
-                monitor="val_accuracy",
-                mode="max",
-                patience=epochs,
-                restore_best_weights=True,
-            )
-            all_callbacks.append(best)
+    monitor = "val_accuracy" if validation is not None and restore_best else None
+    backup = None if backup_dir is None else Path(backup_dir)
+    run_log = _RunLog(monitor, backup)
+    # The log comes first: at the end of an epoch it is written before the
+    # Keras backup, so a resumed run never lacks the log of an epoch it skips.
+    all_callbacks = [run_log, *(callbacks or [])]
+    if backup is not None:
+        if not model.built:
+            model(data.x_train[:1])  # BackupAndRestore needs the weights to exist
+        all_callbacks.append(keras.callbacks.BackupAndRestore(str(backup)))
 
-    start = time.perf_counter()
-    history = model.fit(
+    model.fit(
         data.x_train,
         targets(data.y_train),
         batch_size=batch_size,
@@ -207,19 +306,17 @@ def train_and_evaluate(
         callbacks=all_callbacks,
         verbose=verbose,
     )
-    train_seconds = time.perf_counter() - start
+    if monitor is not None:
+        run_log.restore_best()
 
     scores = model.evaluate(
         data.x_test, targets(data.y_test), batch_size=batch_size, verbose=0, return_dict=True
     )
-    history = {k: [float(v) for v in values] for k, values in history.history.items()}
-    best_epoch = None
-    if validation is not None and restore_best:
-        best_epoch = int(np.argmax(history["val_accuracy"])) + 1
-
+    history = run_log.history()
+    epoch_seconds = [e["seconds"] for e in run_log.epochs]
     # The first epoch also traces and compiles the step function; leave it out
     # of the throughput when there are later epochs to measure.
-    steady = timer.epoch_seconds[1:] or timer.epoch_seconds
+    steady = epoch_seconds[1:] or epoch_seconds
     images_per_second = len(data.x_train) * len(steady) / max(sum(steady), 1e-9)
 
     return TrainResult(
@@ -228,9 +325,10 @@ def train_and_evaluate(
         test_top1=float(scores["accuracy"]),
         test_top5=float(scores["top5_accuracy"]),
         epochs=len(history["loss"]),
-        best_epoch=best_epoch,
+        best_epoch=run_log.best_epoch if monitor else None,
         params=int(model.count_params()),
-        train_seconds=train_seconds,
+        train_seconds=sum(epoch_seconds),
         train_images_per_second=images_per_second,
-        epoch_seconds=list(timer.epoch_seconds),
+        epoch_seconds=epoch_seconds,
+        resumed_epochs=run_log.resumed_epochs,
     )

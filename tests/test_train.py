@@ -1,11 +1,18 @@
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import keras
 import numpy as np
 import pytest
 
 from helpers.data import load_dataset
-from helpers.train import set_seed, train_and_evaluate, warmup_cosine_schedule
+from helpers.train import backup_dir_for, set_seed, train_and_evaluate, warmup_cosine_schedule
 
 
 def small_classifier(data, dropout=0.0):
@@ -93,3 +100,89 @@ def test_bad_options_are_named(digits_split):
     with pytest.raises(ValueError, match="pass a callable"):
         train_and_evaluate(model, digits_split, epochs=1, batch_size=8, schedule="cosine",
                            optimizer=keras.optimizers.SGD())
+
+
+RESUMABLE_RUN = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import keras
+    from helpers.data import load_dataset
+    from helpers.train import set_seed, train_and_evaluate
+
+    backup_dir, marks = sys.argv[1], sys.argv[2]
+
+    class Marks(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            with open(marks, "a") as f:
+                f.write(f"{os.getpid()} {epoch}\\n")
+            if epoch == 3 and os.environ.get("HANG_AT_EPOCH_3"):
+                time.sleep(300)  # the test kills the process here
+
+    set_seed(0)
+    data = load_dataset("digits", n_train=600, n_test=200, validation_split=0.2, seed=0)
+    inputs = keras.Input(data.image_shape)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(data.num_classes)(x))
+    result = train_and_evaluate(model, data, epochs=6, batch_size=32, verbose=0,
+                                callbacks=[Marks()], backup_dir=backup_dir)
+    print(json.dumps({"epochs": result.epochs, "history": result.history,
+                      "best_epoch": result.best_epoch, "resumed": result.resumed_epochs,
+                      "epoch_seconds": result.epoch_seconds, "top1": result.test_top1}))
+    """
+)
+
+
+def test_a_killed_run_resumes_after_its_last_completed_epoch(tmp_path):
+    backup, marks = tmp_path / "backup", tmp_path / "marks.txt"
+    command = [sys.executable, "-c", RESUMABLE_RUN, str(backup), str(marks)]
+    first = subprocess.Popen(command, env={**os.environ, "HANG_AT_EPOCH_3": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (marks.exists() and f"{first.pid} 3" in marks.read_text()):
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the first run never reached epoch 3"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # no chance to clean up, as on a preempted machine
+    first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert (backup / "run_log.json").exists()
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    result = json.loads(second.stdout.strip().splitlines()[-1])
+    epochs_run = [line.split() for line in marks.read_text().splitlines()]
+    assert [int(e) for pid, e in epochs_run if int(pid) != first.pid] == [3, 4, 5]
+    assert result["epochs"] == 6 and result["resumed"] == 3
+    assert all(len(values) == 6 for values in result["history"].values())
+    assert len(result["epoch_seconds"]) == 6
+    assert 1 <= result["best_epoch"] <= 6
+    assert result["history"]["val_accuracy"][result["best_epoch"] - 1] == max(
+        result["history"]["val_accuracy"])
+    assert result["top1"] > 0.5  # it kept learning after the restart; chance is 0.1
+    assert not backup.exists()  # a finished run leaves no backup behind
+
+
+def test_the_same_seed_gives_the_same_metrics_twice(digits_split):
+    """Shuffling, initial weights, dropout and random augmentation all follow the seed."""
+    from helpers.augment import augmentation_pipeline
+
+    runs = []
+    for _ in range(2):
+        set_seed(7)
+        augmentation = augmentation_pipeline(normalize="rescale", pad=2, flip="horizontal",
+                                             rotation=0.05, zoom=0.1, seed=7)
+        inputs = keras.Input(digits_split.image_shape)
+        x = keras.layers.Flatten()(augmentation(inputs))
+        x = keras.layers.Dropout(0.2)(keras.layers.Dense(32, activation="relu")(x))
+        model = keras.Model(inputs, keras.layers.Dense(digits_split.num_classes)(x))
+        runs.append(train_and_evaluate(model, digits_split, epochs=3, batch_size=32, verbose=0))
+    assert runs[0].history == runs[1].history
+    assert runs[0].test_top1 == runs[1].test_top1 and runs[0].test_loss == runs[1].test_loss
+
+
+def test_each_parameter_set_has_its_own_backup_folder(tmp_path):
+    first = backup_dir_for(tmp_path, "vit", {"epochs": 10, "patch_size": 4})
+    assert first == backup_dir_for(tmp_path, "vit", {"patch_size": 4, "epochs": 10})
+    assert first.parent == tmp_path / "backups" and first.name.startswith("vit-")
+    assert first != backup_dir_for(tmp_path, "vit", {"epochs": 10, "patch_size": 8})
