@@ -2,14 +2,17 @@
 
 A notebook's parameters are the names annotated in its parameters cell
 (``epochs: int = 100  # training epochs``); papermill may overwrite their
-values, the annotations stay. ``collect`` reads them back and checks each
-value against its annotation; ``check`` applies the range rules. Every
-failure is one ``ValueError`` that names the parameter and what is allowed.
+values, the annotations stay. ``collect`` reads them back, checks each value
+against its annotation and checks the parameters every notebook shares (a
+known dataset or an existing ``.npz``; epochs and batch size > 0; seed and
+subset sizes >= 0; a validation fraction in [0, 1)); ``check`` applies a
+notebook's own range rules. Every failure is one ``ValueError`` that names the parameter and what is allowed.
 Used by every notebook.
 """
 
 from __future__ import annotations
 
+import os
 import typing
 from collections.abc import Iterable, Mapping
 
@@ -31,7 +34,23 @@ def collect(namespace: Mapping) -> dict:
                 f"({type(value).__name__})"
             )
         values[name] = float(value) if annotation is float else value
+    _check_common(values)
     return values
+
+
+def _check_common(values: Mapping) -> None:
+    """The rules of the parameters every notebook declares."""
+    from helpers.data import DATASET_NAMES
+
+    dataset = values["dataset"]
+    if dataset not in DATASET_NAMES and not (dataset.endswith(".npz") and os.path.isfile(dataset)):
+        raise ValueError(
+            f"parameter dataset must be one of {', '.join(DATASET_NAMES)} or the path of an "
+            f"existing .npz file, got {dataset!r}"
+        )
+    check(values, positive=["epochs", "batch_size"], non_negative=["seed", "n_train", "n_test"])
+    if "validation_split" in values:
+        check(values, fractions=["validation_split"])
 
 
 def check(

@@ -158,3 +158,42 @@ def test_offline_cifar_fails_with_one_clear_message(tmp_path):
 
 def test_dataset_unavailable_is_a_runtime_error():
     assert issubclass(DatasetUnavailableError, RuntimeError)
+
+
+def _valid_arrays(n_train=4, n_test=2, shape=(4, 4, 3)):
+    rng = np.random.default_rng(0)
+    return {
+        "x_train": rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
+        "y_train": np.arange(n_train) % 3,
+        "x_test": rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
+        "y_test": np.arange(n_test) % 3,
+    }
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"x_train": np.zeros((4, 4, 4, 2), np.uint8)},
+     "x_train must have shape \\(n, height, width\\[, 1 or 3\\]\\), got \\(4, 4, 4, 2\\)"),
+    ({"x_test": np.zeros((2, 16), np.uint8)}, "x_test must have shape .* got \\(2, 16\\)"),
+    ({"y_train": np.arange(3)}, "x_train has 4 images but y_train has 3 labels"),
+    ({"y_test": np.array([0.0, 1.0])}, "y_test must be a vector of integer class labels, got dtype float64"),
+    ({"y_train": np.array([0, 1, -1, 2])}, "y_train has negative labels \\(min -1\\)"),
+    ({"y_test": np.array([0, 7]), "class_names": np.array(["a", "b", "c"])},
+     "3 class_names but labels go up to 7"),
+    ({"x_test": np.zeros((2, 8, 8, 3), np.uint8)},
+     "train images \\(4, 4, 3\\) and test images \\(8, 8, 3\\) differ in shape"),
+])
+def test_bad_npz_contents_are_named(tmp_path, change, message):
+    path = _write_npz(tmp_path / "bad.npz", **{**_valid_arrays(), **change})
+    with pytest.raises(ValueError, match=message):
+        load_dataset(path)
+
+
+def test_a_valid_npz_of_the_bad_data_tests_loads(tmp_path):
+    """The arrays the bad-data tests start from are fine: each failure is the change."""
+    loaded = load_dataset(_write_npz(tmp_path / "good.npz", **_valid_arrays()))
+    assert loaded.num_classes == 3 and loaded.image_shape == (4, 4, 3)
+
+
+def test_a_missing_npz_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match="no such .npz file"):
+        load_dataset(str(tmp_path / "nowhere.npz"))

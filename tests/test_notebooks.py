@@ -2,6 +2,12 @@
 
 import ast
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 
@@ -27,12 +33,32 @@ def test_the_book_has_the_vit_notebook():
     assert [nb.stem for nb in NOTEBOOKS][:1] == ["vit"]
 
 
+# Absolute paths of a developer's machine or of a run: /home/..., /Users/..., /tmp/...,
+# C:\\Users\\..., file:// links.
+LOCAL_PATH = re.compile(r"(?<![\w.])(/(home|Users|tmp|root|work|var/folders|mnt)/|[A-Za-z]:\\\\|file://)")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_notebook_has_no_outputs(path):
+def test_committed_notebook_has_no_outputs_counts_or_run_metadata(path):
     nb = json.loads((ROOT / path).read_text())
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None
+        assert not {"execution", "papermill"} & set(cell["metadata"])
+    assert not {"papermill", "widgets"} & set(nb["metadata"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_local_paths(path):
+    text = (ROOT / path).read_text()
+    assert not LOCAL_PATH.search(text), LOCAL_PATH.search(text).group(0)
+
+
+def test_the_local_path_check_catches_what_it_should():
+    for bad in ('"/home/ana/cifar.npz"', "'/tmp/run/x.json'", '"C:\\\\data"', "file:///x"):
+        assert LOCAL_PATH.search(bad), bad
+    for fine in ('"results/vit.json"', "https://github.com/org/repo", "x / 255", '"./data.npz"'):
+        assert not LOCAL_PATH.search(fine), fine
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -63,6 +89,8 @@ def test_vit_defaults_are_the_full_recipe():
     ({"patch_size": 5}, "parameter patch_size must divide image_size=72, got 5"),
     ({"epochs": "ten"}, "parameter epochs must be an integer, got 'ten'"),
     ({"lr_schedule": "step"}, "parameter lr_schedule must be one of 'constant', 'cosine'"),
+    ({"dataset": "imagenet"}, "parameter dataset must be one of cifar10, cifar100, digits or"),
+    ({"learning_rate": 0}, "parameter learning_rate must be > 0, got 0.0"),
 ])
 def test_bad_parameters_stop_the_vit_notebook_at_once(tmp_path, parameters, message):
     output = tmp_path / "out.ipynb"
@@ -94,3 +122,40 @@ def test_vit_notebook_trains_on_a_local_npz_with_its_own_classes(tmp_path, digit
     assert record["n_train"] + record["n_validation"] == int(keep_train.sum())
     assert record["n_test"] == int(keep_test.sum())
     assert record["test_top1"] > 0.3  # chance is 0.2
+
+
+@pytest.mark.slow
+def test_a_notebook_killed_mid_training_resumes_when_run_again(tmp_path):
+    """SIGKILL papermill and its kernel mid-training; the same command then finishes the run."""
+    command = [sys.executable, "-m", "papermill", str(ROOT / "book/vit.ipynb"),
+               str(tmp_path / "vit.ipynb"), "--cwd", str(tmp_path), "-k", "python3",
+               "--no-progress-bar"]
+    for name, value in {"dataset": "digits", "epochs": 8, "batch_size": 64, "image_size": 16,
+                        "patch_size": 4, "projection_dim": 16, "num_heads": 2,
+                        "transformer_layers": 1, "mlp_head_units": [32],
+                        "results_dir": "out"}.items():
+        command += ["-y", f"{name}: {json.dumps(value)}"]
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while True:
+        logs = list((tmp_path / "out" / "backups").glob("vit-*/run_log.json"))
+        if logs and len(json.loads(logs[0].read_text())["epochs"]) >= 2:
+            break
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "training never reached its second epoch"
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)  # papermill and its kernel, without warning
+    first.wait()
+    assert not (tmp_path / "out" / "vit.json").exists()
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "vit.json").read_text())
+    assert record["epochs"] == 8 and len(record["history"]["loss"]) == 8
+    assert 2 <= record["resumed_epochs"] < 8
+    executed = nbformat.read(tmp_path / "vit.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert f"Epoch {record['resumed_epochs'] + 1}/8" in text and "Epoch 1/8" not in text
+    assert f"resumed after epoch {record['resumed_epochs']}" in text

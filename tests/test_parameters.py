@@ -62,3 +62,24 @@ def test_range_checks_name_the_parameter():
         parameters.check(values, choices={"mode": ("a", "b")})
     with pytest.raises(ValueError, match="parameter patch_size must divide"):
         parameters.require(False, "patch_size", "must divide image_size")
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"dataset": "imagenet"}, "parameter dataset must be one of cifar10, cifar100, digits or the "
+                              "path of an existing .npz file, got 'imagenet'"),
+    ({"dataset": "missing.npz"}, "parameter dataset must be one of .* got 'missing.npz'"),
+    ({"epochs": 0}, "parameter epochs must be > 0, got 0"),
+    ({"batch_size": -8}, "parameter batch_size must be > 0, got -8"),
+    ({"seed": -1}, "parameter seed must be >= 0"),
+    ({"n_test": -5}, "parameter n_test must be >= 0"),
+    ({"validation_split": 1.5}, r"parameter validation_split must be in \[0, 1\)"),
+])
+def test_collect_checks_the_shared_parameters_of_every_notebook(values, message):
+    with pytest.raises(ValueError, match=message):
+        parameters.collect(namespace(**values))
+
+
+def test_an_existing_npz_is_a_valid_dataset(tmp_path):
+    path = tmp_path / "mine.npz"
+    path.write_bytes(b"")  # only its existence is checked here; load_dataset reads it
+    assert parameters.collect(namespace(dataset=str(path)))["dataset"] == str(path)
