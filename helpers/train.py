@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from helpers.data import Dataset
+from helpers.distribute import replicas
 
 SCHEDULES = ("constant", "cosine")
 
@@ -192,6 +193,22 @@ class _RunLog(keras.callbacks.Callback):
         return {key: [e["logs"].get(key, float("nan")) for e in self.epochs] for key in keys}
 
 
+def _trim_to_multiple(data: Dataset, multiple: int) -> Dataset:
+    """``data`` with each split cut to a multiple of ``multiple`` images (drops < multiple each)."""
+
+    def cut(x, y):
+        if x is None:
+            return x, y
+        keep = len(x) - len(x) % multiple
+        return x[:keep], y[:keep]
+
+    x_train, y_train = cut(data.x_train, data.y_train)
+    x_val, y_val = cut(data.x_val, data.y_val)
+    x_test, y_test = cut(data.x_test, data.y_test)
+    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                               x_test=x_test, y_test=y_test)
+
+
 def train_and_evaluate(
     model: keras.Model,
     data: Dataset,
@@ -236,6 +253,11 @@ def train_and_evaluate(
         verbose: ``fit`` verbosity; 2 (one line per epoch) keeps executed
             notebooks readable, since every progress-bar update would be
             stored as an output of its own.
+
+    Inside ``helpers.distribute.data_parallel()`` the model trains on every
+    local device. On JAX, ``batch_size`` must then be a multiple of the number
+    of devices, and each split loses its last few (fewer than that number)
+    images so that every batch splits evenly.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -248,6 +270,16 @@ def train_and_evaluate(
             "an optimizer instance keeps its own learning rate: to use the "
             f"{schedule!r} schedule, pass a callable that takes the rate instead"
         )
+
+    devices = replicas()
+    if devices > 1 and keras.backend.backend() == "jax":
+        # JAX shards every batch evenly over the devices, the last one included.
+        if batch_size % devices:
+            raise ValueError(
+                f"batch_size must be a multiple of the {devices} devices of data-parallel "
+                f"training, got {batch_size}"
+            )
+        data = _trim_to_multiple(data, devices)
 
     steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
     if schedule == "cosine":

@@ -1,0 +1,91 @@
+"""Data-parallel training on two virtual CPU devices matches single-device training.
+
+Each run is a subprocess: the number of CPU devices is fixed when JAX or
+TensorFlow starts (XLA_FLAGS for JAX, logical devices for TensorFlow).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from helpers.distribute import data_parallel
+
+pytestmark = pytest.mark.slow
+
+RUN = textwrap.dedent(
+    """
+    import json, sys
+    backend, mode, n_train, n_test = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    if backend == "tensorflow":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    from helpers.data import load_dataset
+    from helpers.distribute import data_parallel, replicas
+    from helpers.train import set_seed, train_and_evaluate
+
+    data = load_dataset("digits", n_train=n_train, n_test=n_test, validation_split=0.2, seed=0)
+    set_seed(0)
+    with data_parallel(enabled=mode == "parallel") as devices:
+        inputs = keras.Input(data.image_shape)
+        x = keras.layers.Rescaling(1 / 255)(inputs)
+        x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(x))
+        model = keras.Model(inputs, keras.layers.Dense(data.num_classes)(x))
+        sharded = replicas()
+        result = train_and_evaluate(model, data, epochs=3, batch_size=32, verbose=0)
+    print(json.dumps({"devices": len(devices), "replicas": sharded, "loss": result.history["loss"],
+                      "val_loss": result.history["val_loss"], "test_loss": result.test_loss,
+                      "test_top1": result.test_top1,
+                      "weights": [w.tolist() for w in model.get_weights()]}))
+    """
+)
+
+
+def run(backend, mode, n_train=648, n_test=202):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run([sys.executable, "-c", RUN, backend, mode, str(n_train), str(n_test)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_two_device_training_matches_one_device(backend):
+    # 518 / 130 / 202 images: partial last batches of 6, 2 and 10 images.
+    single, parallel = run(backend, "single"), run(backend, "parallel")
+    assert single["replicas"] == 1
+    assert parallel["devices"] == 2 and parallel["replicas"] == 2
+    # Same seed, same data order, gradients averaged over the same global batch:
+    # only the order of floating-point sums differs.
+    np.testing.assert_allclose(parallel["loss"], single["loss"], rtol=1e-4)
+    np.testing.assert_allclose(parallel["val_loss"], single["val_loss"], rtol=1e-4)
+    assert abs(parallel["test_loss"] - single["test_loss"]) < 1e-4 * single["test_loss"]
+    for ours, reference in zip(parallel["weights"], single["weights"]):
+        np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_jax_data_parallel_runs_on_splits_that_do_not_divide_evenly():
+    """517 / 130 / 201 images on 2 devices: JAX needs even batches, the helper trims."""
+    result = run("jax", "parallel", n_train=647, n_test=201)
+    assert result["replicas"] == 2 and result["test_top1"] > 0.5
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's message")
+def test_data_parallel_on_torch_says_what_to_use_instead():
+    with pytest.raises(ValueError, match="JAX and TensorFlow backends"):
+        with data_parallel():
+            pass
+
+
+def test_disabled_data_parallel_is_one_default_device():
+    with data_parallel(enabled=False) as devices:
+        assert devices == ["default device"]
