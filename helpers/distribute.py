@@ -4,6 +4,9 @@
         model = create_vit_classifier(...)
         result = train_and_evaluate(model, data, ...)
 
+or, for a whole notebook whose models are built and trained in later cells,
+``devices = use_data_parallel(True)`` once in its setup cell.
+
 Inside the block, a model that is created, compiled and fitted is replicated
 on every local accelerator (or every CPU device when there is none); each step
 splits the batch across them and averages the gradients, so ``batch_size``
@@ -15,7 +18,7 @@ floating-point summation order.
 * PyTorch: Keras has no single-process multi-device API for it; ``data_parallel``
   raises a ``ValueError`` that says so (``enabled=False`` always works).
 
-Used by every notebook's ``data_parallel`` parameter. To try it on a CPU,
+``use_data_parallel`` serves every notebook's ``data_parallel`` parameter. To try it on a CPU,
 start Python with two virtual devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
 for JAX, or ``tf.config.set_logical_device_configuration`` before TensorFlow
 starts (see tests/test_distribute.py).
@@ -78,3 +81,22 @@ def data_parallel(enabled: bool = True):
 
         with tf.distribute.MirroredStrategy(devices).scope():
             yield devices
+
+
+def use_data_parallel(enabled: bool) -> list[str]:
+    """Make data-parallel training the default for the rest of the process.
+
+    For a notebook: every model created and trained after this call is
+    replicated on all local devices (``enabled=True``); with ``enabled=False``
+    nothing changes. Returns the device names.
+    """
+    if not enabled:
+        return ["default device"]
+    devices = local_devices()
+    if keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    else:
+        import tensorflow as tf
+
+        tf.distribute.experimental_set_strategy(tf.distribute.MirroredStrategy(devices))
+    return devices
