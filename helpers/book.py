@@ -112,11 +112,14 @@ def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend:
     """Execute one notebook into the build tree; returns its wall time in seconds."""
     import papermill
 
-    os.environ["KERAS_BACKEND"] = backend  # inherited by the kernel
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     output = site / notebook
     print(f"== executing {notebook} on {backend} with {parameters}", flush=True)
     start = time.perf_counter()
+    # The kernel inherits this process's environment; put it back afterwards so a
+    # caller (a test session, say) keeps its own backend.
+    saved = {key: os.environ.get(key) for key in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         papermill.execute_notebook(
             str(source / notebook),
@@ -133,6 +136,12 @@ def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend:
             f"{notebook} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
             f"(executed copy with the traceback: {output})"
         ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     seconds = time.perf_counter() - start
     strip_native_logs(output)
     print(f"== {notebook} done in {seconds:.0f} s", flush=True)

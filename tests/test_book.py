@@ -1,6 +1,7 @@
 """End to end: the smoke profile executed and the site built (one build per session)."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,9 @@ from helpers.records import read_record
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
+
+# Every notebook's smoke run on the 10 digit classes (chance: 10%) must beat this.
+SMOKE_TOP1_FLOOR = 0.5
 
 
 def html(smoke_build, page):
@@ -132,3 +136,22 @@ def test_the_site_build_fails_on_a_warning(smoke_build, tmp_path):
     intro.write_text(intro.read_text() + "\nSee {cite}`no_such_paper`.\n")
     with pytest.raises(subprocess.CalledProcessError):
         book.build_html(site)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_notebook_runs_and_learns_on_the_other_backends(tmp_path, backend):
+    """The smoke profile of every notebook, unchanged, on JAX and on PyTorch."""
+    before = os.environ.get("KERAS_BACKEND")
+    result = book.run("smoke", source=ROOT, build_dir=tmp_path, backend=backend, html=False)
+    assert os.environ.get("KERAS_BACKEND") == before  # the runner leaves the caller's backend
+    for notebook in book.toc_notebooks(ROOT):
+        record = read_record(result["site"] / "book" / "results" / f"{notebook.stem}.json")
+        assert record["backend"] == backend
+        assert record["history"]["loss"][-1] < record["history"]["loss"][0], notebook
+        assert record["test_top1"] > SMOKE_TOP1_FLOOR, (notebook, record["test_top1"])
+        executed = nbformat.read(result["site"] / notebook, as_version=4)
+        text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
+                       for o in c.outputs)
+        assert f"on {backend} " in text  # the setup cell names the active backend
+        print(f"{notebook.stem} on {backend}: top-1 {record['test_top1']:.2%}, "
+              f"{result['seconds'][notebook.stem]:.0f} s")
