@@ -74,6 +74,28 @@ def warmup_cosine_schedule(
     )
 
 
+class LearningRateRecorder(keras.callbacks.Callback):
+    """The learning rate the compiled optimizer applies at each training step.
+
+    Before every batch it reads ``model.optimizer.iterations`` and
+    ``model.optimizer.learning_rate`` (a schedule is evaluated at the current
+    step), so ``steps`` and ``rates`` show the rate the optimizer really used,
+    not the one a schedule was meant to give. Pass it in ``callbacks`` of
+    ``train_and_evaluate``. Used by the SPT + LSA notebook to show that the
+    warmup-cosine schedule drives AdamW.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[int] = []
+        self.rates: list[float] = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        self.steps.append(int(keras.ops.convert_to_numpy(optimizer.iterations)))
+        self.rates.append(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+
+
 class _TrainingTimer(keras.callbacks.Callback):
     """Seconds spent in the training batches of each epoch (validation excluded)."""
 
