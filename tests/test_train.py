@@ -62,6 +62,16 @@ def test_warmup_cosine_schedule_matches_the_formula():
         assert float(schedule(step)) == pytest.approx(expected(step), abs=1e-9)
 
 
+def test_warmup_cosine_schedule_survives_serialization():
+    schedule = warmup_cosine_schedule(1e-3, 100, 10)
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    for step in (0, 5, 10, 60, 100, 150):
+        assert float(again(step)) == pytest.approx(float(schedule(step)), abs=1e-12)
+    assert float(schedule(150)) == pytest.approx(0.0, abs=1e-12)  # stays at 0 after the end
+    no_warmup = warmup_cosine_schedule(1e-3, 100, 0)
+    assert float(no_warmup(0)) == pytest.approx(1e-3)
+
+
 def test_cosine_schedule_drives_the_optimizer(digits_split):
     set_seed(2)
     model = small_classifier(digits_split)
