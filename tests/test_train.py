@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from helpers.data import load_dataset
-from helpers.train import backup_dir_for, set_seed, train_and_evaluate, warmup_cosine_schedule
+from helpers.train import (
+    LearningRateRecorder,
+    backup_dir_for,
+    set_seed,
+    train_and_evaluate,
+    warmup_cosine_schedule,
+)
 
 
 def small_classifier(data, dropout=0.0):
@@ -64,6 +70,16 @@ def test_warmup_cosine_schedule_matches_the_formula():
         assert float(schedule(step)) == pytest.approx(expected(step), abs=1e-9)
 
 
+def test_warmup_cosine_schedule_survives_serialization():
+    schedule = warmup_cosine_schedule(1e-3, 100, 10)
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    for step in (0, 5, 10, 60, 100, 150):
+        assert float(again(step)) == pytest.approx(float(schedule(step)), abs=1e-12)
+    assert float(schedule(150)) == pytest.approx(0.0, abs=1e-12)  # stays at 0 after the end
+    no_warmup = warmup_cosine_schedule(1e-3, 100, 0)
+    assert float(no_warmup(0)) == pytest.approx(1e-3)
+
+
 def test_cosine_schedule_drives_the_optimizer(digits_split):
     set_seed(2)
     model = small_classifier(digits_split)
@@ -72,6 +88,20 @@ def test_cosine_schedule_drives_the_optimizer(digits_split):
     # After all the steps of the schedule the rate has decayed to 0.
     assert int(model.optimizer.iterations) == 2 * math.ceil(480 / 96)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_the_recorder_sees_the_rate_the_optimizer_applies_at_each_step(digits_split):
+    set_seed(4)
+    recorder = LearningRateRecorder()
+    train_and_evaluate(small_classifier(digits_split), digits_split, epochs=2, batch_size=96,
+                       learning_rate=1e-2, schedule="cosine", warmup_fraction=0.2,
+                       callbacks=[recorder], verbose=0)
+    total = 2 * math.ceil(480 / 96)
+    schedule = warmup_cosine_schedule(1e-2, total, int(0.2 * total))
+    assert recorder.steps == list(range(total))
+    np.testing.assert_allclose(recorder.rates, [float(schedule(s)) for s in range(total)],
+                               rtol=1e-6, atol=1e-12)
+    assert recorder.rates[0] == 0.0 and max(recorder.rates) == pytest.approx(1e-2)
 
 
 def test_label_smoothing_and_a_given_optimizer(digits_split):

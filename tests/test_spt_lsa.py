@@ -1,0 +1,400 @@
+"""The SPT + LSA notebook: its exported layers (helpers/spt_lsa.py) against NumPy
+references, its parameter checks, and its smoke run in the built book."""
+
+import ast
+import json
+import math
+import re
+
+import keras
+import nbformat
+import numpy as np
+import papermill
+import pytest
+from keras import ops
+
+from helpers import export
+from helpers.augment import augmentation_pipeline
+from helpers.records import read_record
+from helpers.spt_lsa import (
+    SHIFTS,
+    LocalitySelfAttention,
+    ShiftedPatchTokenization,
+    create_spt_lsa_classifier,
+    shift_images,
+)
+from helpers.vit import attention_scores, create_vit_classifier
+
+from conftest import ROOT
+
+NOTEBOOK = ROOT / "book" / "spt_lsa.ipynb"
+DIRECTIONS = ("left-up", "left-down", "right-up", "right-down")  # the source's order
+
+
+# --- independent NumPy references -------------------------------------------------------
+
+def numpy_shift(images, direction, s):
+    """Explicit slicing: the block of the image that survives, placed where it lands."""
+    out = np.zeros_like(images)
+    if direction == "left-up":
+        out[:, :-s, :-s] = images[:, s:, s:]
+    elif direction == "left-down":
+        out[:, s:, :-s] = images[:, :-s, s:]
+    elif direction == "right-up":
+        out[:, :-s, s:] = images[:, s:, :-s]
+    elif direction == "right-down":
+        out[:, s:, s:] = images[:, :-s, :-s]
+    return out
+
+
+def numpy_patches(images, p):
+    n, h, w, _ = images.shape
+    rows = []
+    for r in range(h // p):
+        for c in range(w // p):
+            rows.append(images[:, r * p:(r + 1) * p, c * p:(c + 1) * p, :].reshape(n, -1))
+    return np.stack(rows, axis=1)
+
+
+def numpy_softmax(scores):
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def attention_weights_of(layer):
+    names = ("query_dense", "key_dense", "value_dense", "output_dense")
+    return [ops.convert_to_numpy(v) for name in names for v in getattr(layer, name).weights]
+
+
+def numpy_attention(x, layer, temperature, mask_diagonal):
+    wq, bq, wk, bk, wv, bv, wo, bo = attention_weights_of(layer)
+    n, t, _ = x.shape
+    h, d = layer.num_heads, layer.key_dim
+
+    def heads(y):
+        return y.reshape(n, t, h, d).transpose(0, 2, 1, 3)
+
+    q, k, v = heads(x @ wq + bq), heads(x @ wk + bk), heads(x @ wv + bv)
+    scores = q @ k.transpose(0, 1, 3, 2) / temperature
+    if mask_diagonal:
+        scores = np.where(np.eye(t, dtype=bool), -np.inf, scores)
+    weights = numpy_softmax(scores)
+    out = (weights @ v).transpose(0, 2, 1, 3).reshape(n, t, h * d)
+    return out @ wo + bo, weights
+
+
+def probe(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+# --- shifted patch tokenization ---------------------------------------------------------
+
+@pytest.mark.parametrize("patch_size", [2, 3, 4, 5, 6, 7])
+def test_each_shift_moves_the_image_half_a_patch_diagonally_and_fills_zeros(patch_size):
+    images = probe((2, 3 * patch_size, 3 * patch_size, 3), seed=patch_size)
+    s = patch_size // 2
+    for direction in DIRECTIONS:
+        rows, cols = SHIFTS[direction]
+        ours = ops.convert_to_numpy(shift_images(images, rows * s, cols * s))
+        np.testing.assert_array_equal(ours, numpy_shift(images, direction, s))
+
+
+def test_shifted_images_stack_the_original_then_the_four_shifts_in_the_source_order():
+    images = probe((2, 15, 15, 3))
+    stacked = ops.convert_to_numpy(ShiftedPatchTokenization(15, 5, 8).shifted_images(images))
+    assert stacked.shape == (2, 15, 15, 15)
+    np.testing.assert_array_equal(stacked[..., :3], images)
+    for group, direction in enumerate(DIRECTIONS, start=1):
+        np.testing.assert_array_equal(stacked[..., 3 * group:3 * group + 3],
+                                      numpy_shift(images, direction, 2))
+
+
+@pytest.mark.parametrize("size,patch_size", [(12, 4), (15, 5), (12, 3)])
+def test_tokens_are_layer_normalized_shifted_patches_projected_plus_positions(size, patch_size):
+    images = probe((2, size, size, 3), seed=size)
+    layer = ShiftedPatchTokenization(size, patch_size, 6)
+    tokens = ops.convert_to_numpy(layer(images))
+    # Non-trivial layer-norm scale and offset, so that they are checked too.
+    gamma = probe((layer.layer_norm.gamma.shape[0],), seed=1)
+    beta = probe((layer.layer_norm.beta.shape[0],), seed=2)
+    layer.layer_norm.gamma.assign(gamma)
+    layer.layer_norm.beta.assign(beta)
+    tokens = ops.convert_to_numpy(layer(images))
+
+    stacked = np.concatenate(
+        [images] + [numpy_shift(images, d, patch_size // 2) for d in DIRECTIONS], axis=-1)
+    flat = numpy_patches(stacked, patch_size)
+    normed = (flat - flat.mean(-1, keepdims=True)) / np.sqrt(flat.var(-1, keepdims=True) + 1e-6)
+    kernel, bias = (ops.convert_to_numpy(v) for v in layer.encoder.projection.weights)
+    table = ops.convert_to_numpy(layer.encoder.position_embedding)
+    expected = (normed * gamma + beta) @ kernel + bias + table
+    assert tokens.shape == (2, (size // patch_size) ** 2, 6)
+    np.testing.assert_allclose(tokens, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_tokenizer_rejects_patch_sizes_it_cannot_shift_or_tile():
+    with pytest.raises(ValueError, match="patch_size"):
+        ShiftedPatchTokenization(72, 5, 64)
+    with pytest.raises(ValueError, match="patch_size"):
+        ShiftedPatchTokenization(8, 1, 64)
+    with pytest.raises(ValueError, match="expected 16x16 images"):
+        ShiftedPatchTokenization(16, 4, 8)(probe((1, 12, 12, 3)))
+
+
+# --- locality self-attention ------------------------------------------------------------
+
+def test_no_token_attends_to_itself_and_each_row_sums_to_one():
+    x = probe((3, 7, 10))
+    _, weights = LocalitySelfAttention(num_heads=2, key_dim=4)(x, x, return_attention_scores=True)
+    weights = ops.convert_to_numpy(weights)
+    assert weights.shape == (3, 2, 7, 7)
+    assert np.all(np.diagonal(weights, axis1=-2, axis2=-1) == 0.0)
+    assert np.all(weights[..., ~np.eye(7, dtype=bool)] > 0)
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+def test_lsa_matches_numpy_masked_attention_at_its_current_temperature():
+    x = probe((2, 6, 8))
+    layer = LocalitySelfAttention(num_heads=2, key_dim=4)
+    layer(x, x)
+    layer.temperature.assign(0.7)  # a learned value, far from sqrt(4)
+    out, weights = layer(x, x, return_attention_scores=True)
+    expected_out, expected_weights = numpy_attention(x, layer, 0.7, mask_diagonal=True)
+    np.testing.assert_allclose(ops.convert_to_numpy(weights), expected_weights, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), expected_out, rtol=1e-4, atol=1e-5)
+
+
+def test_without_mask_and_with_a_fixed_temperature_it_is_scaled_dot_product_attention():
+    x = probe((2, 6, 8), seed=3)
+    layer = LocalitySelfAttention(num_heads=2, key_dim=4, diagonal_mask=False,
+                                  trainable_temperature=False)
+    out, weights = layer(x, x, return_attention_scores=True)
+    assert float(ops.convert_to_numpy(layer.temperature)) == pytest.approx(2.0)
+    assert not any(v is layer.temperature for v in layer.trainable_weights)
+    expected_out, expected_weights = numpy_attention(x, layer, math.sqrt(4), mask_diagonal=False)
+    np.testing.assert_allclose(ops.convert_to_numpy(weights), expected_weights, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), expected_out, rtol=1e-4, atol=1e-5)
+
+
+def test_without_mask_and_with_a_fixed_temperature_it_equals_keras_multi_head_attention():
+    x = probe((2, 6, 8), seed=4)
+    ours = LocalitySelfAttention(num_heads=2, key_dim=4, diagonal_mask=False,
+                                 trainable_temperature=False)
+    out = ops.convert_to_numpy(ours(x, x))
+    keras_mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    keras_mha(x, x)
+    wq, bq, wk, bk, wv, bv, wo, bo = attention_weights_of(ours)
+    keras_mha.set_weights([wq.reshape(8, 2, 4), bq.reshape(2, 4), wk.reshape(8, 2, 4),
+                           bk.reshape(2, 4), wv.reshape(8, 2, 4), bv.reshape(2, 4),
+                           wo.reshape(2, 4, 8), bo])
+    np.testing.assert_allclose(out, ops.convert_to_numpy(keras_mha(x, x)), rtol=1e-4, atol=1e-5)
+
+
+def test_temperature_starts_at_sqrt_key_dim_and_is_a_trainable_weight():
+    layer = LocalitySelfAttention(num_heads=4, key_dim=64)
+    x = probe((1, 5, 16))
+    layer(x, x)
+    assert float(ops.convert_to_numpy(layer.temperature)) == pytest.approx(8.0)
+    assert any(v is layer.temperature for v in layer.trainable_weights)
+    assert tuple(layer.temperature.shape) == ()
+
+
+def test_temperature_changes_after_one_training_step():
+    inputs = keras.Input((6, 8))
+    layer = LocalitySelfAttention(num_heads=2, key_dim=4)
+    pooled = keras.layers.GlobalAveragePooling1D()(layer(inputs, inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
+    model.compile(keras.optimizers.AdamW(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = float(ops.convert_to_numpy(layer.temperature))
+    model.train_on_batch(probe((4, 6, 8)), np.array([0, 1, 2, 0]))
+    assert float(ops.convert_to_numpy(layer.temperature)) != before
+
+
+def test_attention_dropout_acts_only_in_training():
+    x = probe((2, 6, 8))
+    layer = LocalitySelfAttention(num_heads=2, key_dim=4, dropout=0.5, seed=0)
+    out_a = ops.convert_to_numpy(layer(x, x, training=False))
+    out_b = ops.convert_to_numpy(layer(x, x, training=False))
+    np.testing.assert_array_equal(out_a, out_b)
+    trained = ops.convert_to_numpy(layer(x, x, training=True))
+    assert not np.allclose(trained, out_a)
+    # The returned weights are those before dropout: rows still sum to 1.
+    _, weights = layer(x, x, return_attention_scores=True, training=True)
+    np.testing.assert_allclose(ops.convert_to_numpy(weights).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_the_diagonal_mask_refuses_cross_attention():
+    with pytest.raises(ValueError, match="as many queries as keys"):
+        LocalitySelfAttention(num_heads=1, key_dim=4)(probe((1, 3, 8)), probe((1, 5, 8)))
+
+
+def test_layers_round_trip_through_their_config():
+    lsa = LocalitySelfAttention(4, 64, dropout=0.1, diagonal_mask=False,
+                                trainable_temperature=False, seed=3)
+    config = LocalitySelfAttention.from_config(lsa.get_config()).get_config()
+    assert config == lsa.get_config()
+    spt = ShiftedPatchTokenization(72, 6, 64, epsilon=1e-5)
+    again = ShiftedPatchTokenization.from_config(spt.get_config())
+    assert (again.image_size, again.patch_size, again.projection_dim, again.epsilon) == (
+        72, 6, 64, 1e-5)
+
+
+# --- the models -------------------------------------------------------------------------
+
+def small_models(num_classes=10):
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    vanilla = create_vit_classifier((32, 32, 3), num_classes, augmentation_pipeline(x),
+                                    32, 8, 16, 2, 2, [32])
+    sl = create_spt_lsa_classifier((32, 32, 3), num_classes, augmentation_pipeline(x),
+                                   32, 8, 16, 2, 2, [32])
+    return vanilla, sl
+
+
+def test_sl_vit_differs_from_the_vit_only_in_tokenizer_and_attention():
+    vanilla, sl = small_models()
+    lsa = [layer for layer in sl.layers if isinstance(layer, LocalitySelfAttention)]
+    spt = [layer for layer in sl.layers if isinstance(layer, ShiftedPatchTokenization)]
+    assert len(lsa) == 2 and len(spt) == 1
+    assert not any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in sl.layers)
+    # Extra parameters: patch vectors 5x longer, their layer norm, one temperature per block.
+    patch_dim = 8 * 8 * 3
+    extra = 4 * patch_dim * 16 + 2 * 5 * patch_dim + 2
+    assert sl.count_params() - vanilla.count_params() == extra
+    assert sl.output_shape == vanilla.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("shifted_patches,locality_attention", [(True, False), (False, True)])
+def test_each_idea_can_be_switched_off_alone(shifted_patches, locality_attention):
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    model = create_spt_lsa_classifier((32, 32, 3), 5, augmentation_pipeline(x), 32, 8, 16, 2, 1,
+                                      [32], shifted_patches=shifted_patches,
+                                      locality_attention=locality_attention)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert ("ShiftedPatchTokenization" in kinds) == shifted_patches
+    assert ("LocalitySelfAttention" in kinds) == locality_attention
+    assert ("MultiHeadAttention" in kinds) == (not locality_attention)
+
+
+def test_full_size_sl_vit_has_the_parameter_count_of_the_recipe():
+    """CIFAR-100 defaults: 72 px, patch 6, 8 x 64-dim blocks, 4 heads, head 2048/1024."""
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    augmentation = augmentation_pipeline(x, image_size=72, rotation=0.02, zoom=0.2)
+    model = create_spt_lsa_classifier((32, 32, 3), 100, augmentation, 72, 6, 64, 4, 8,
+                                      [2048, 1024])
+    vit_params = 21_759_019  # helpers.vit at the same recipe (tests/test_vit.py)
+    patch_dim = 6 * 6 * 3
+    assert model.count_params() == vit_params + 4 * patch_dim * 64 + 2 * 5 * patch_dim + 8
+    assert model.count_params() == 21_787_755
+
+
+def test_attention_read_out_of_the_vit_notebook_works_on_lsa_layers():
+    _, sl = small_models()
+    layers_ = [layer for layer in sl.layers if isinstance(layer, LocalitySelfAttention)]
+    scores = attention_scores(sl, probe((3, 32, 32, 3)) * 50 + 128, attention_layers=layers_)
+    assert [s.shape for s in scores] == [(3, 2, 16, 16)] * 2
+    for s in scores:
+        assert np.all(np.diagonal(s, axis1=-2, axis2=-1) == 0.0)
+
+
+def test_sl_vit_saves_and_loads_as_a_keras_file(tmp_path):
+    _, sl = small_models()
+    images = probe((2, 32, 32, 3)) * 50 + 128
+    path = tmp_path / "sl_vit.keras"
+    sl.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(images, training=False)),
+                               ops.convert_to_numpy(sl(images, training=False)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_helpers_spt_lsa_is_the_export_of_the_notebook():
+    assert export.main(["--check"]) == 0, "run python -m helpers.export"
+
+
+# --- the notebook -----------------------------------------------------------------------
+
+def test_spt_lsa_defaults_are_the_source_recipe_with_its_schedule_applied():
+    declared = papermill.inspect_notebook(str(NOTEBOOK))
+    defaults = {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+    assert defaults | {
+        "dataset": "cifar100", "image_size": 72, "patch_size": 6, "transformer_layers": 8,
+        "projection_dim": 64, "num_heads": 4, "mlp_head_units": [2048, 1024], "epochs": 50,
+        "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 1e-4,
+        "lr_schedule": "cosine", "warmup_fraction": 0.1, "validation_split": 0.1,
+        "dropout_rate": 0.1, "head_dropout_rate": 0.5,
+    } == defaults
+
+
+@pytest.mark.parametrize("parameters,message", [
+    ({"patch_size": 5}, "parameter patch_size must divide image_size=72, got 5"),
+    ({"patch_size": 1, "image_size": 8}, "parameter patch_size must be at least 2"),
+    ({"learning_rate": 0.0}, "parameter learning_rate must be > 0"),
+    ({"batch_size": "big"}, "parameter batch_size must be an integer, got 'big'"),
+    ({"lr_schedule": "step"}, "parameter lr_schedule must be one of 'constant', 'cosine'"),
+])
+def test_bad_parameters_stop_the_spt_lsa_notebook_at_once(tmp_path, parameters, message):
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
+                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    assert failure.value.ename == "ValueError"
+    assert message in failure.value.evalue
+    # It failed in the checking cell, before any data was loaded.
+    executed = nbformat.read(output, as_version=4)
+    assert not any("load_dataset(" in c.source and c.get("execution_count")
+                   for c in executed.cells)
+
+
+# --- the smoke run in the built book (slow) ---------------------------------------------
+
+@pytest.mark.slow
+def test_spt_lsa_smoke_run_trains_both_models_well_above_chance(smoke_build):
+    record = read_record(smoke_build["site"] / "book" / "results" / "spt_lsa.json")
+    assert record["dataset"] == "digits" and record["backend"] == "tensorflow"
+    runs = record["runs"]
+    assert set(runs) == {"vanilla", "spt_lsa"}
+    assert runs["spt_lsa"]["test_top1"] == record["test_top1"]
+    assert runs["spt_lsa"]["params"] == record["params"] > runs["vanilla"]["params"]
+    for name, run in runs.items():
+        assert run["epochs"] == record["parameters"]["epochs"] == 10
+        # 10 classes: chance is 10%.
+        assert run["test_top1"] > 0.6, (name, run["test_top1"])
+        assert run["history"]["loss"][-1] < 0.5 * run["history"]["loss"][0], name
+        assert run["train_images_per_second"] > 0 and run["train_seconds"] > 0
+    assert record["learning_rate_first_last"][0] == 0.0  # the warmup starts at 0
+    print(f"SPT+LSA smoke: vanilla {runs['vanilla']['test_top1']:.2%}, SL-ViT "
+          f"{runs['spt_lsa']['test_top1']:.2%}; notebook {smoke_build['seconds']['spt_lsa']:.0f} s, "
+          f"training {runs['vanilla']['train_seconds']:.0f} + "
+          f"{runs['spt_lsa']['train_seconds']:.0f} s")
+
+
+@pytest.mark.slow
+def test_spt_lsa_notebook_has_its_figures_and_no_errors(smoke_build):
+    nb = nbformat.read(smoke_build["site"] / "book" / "spt_lsa.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    # Five shifted views, one token's views, learning rate, curves, attention x2.
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 6
+    text = "".join(o.get("text", "") for o in outputs)
+    assert text.count("Epoch 10/10") == 2 and "\r" not in text
+    assert "diagonal weights: all exactly 0.0" in text
+
+
+@pytest.mark.slow
+def test_site_has_the_spt_lsa_page_with_both_runs_glued(smoke_build):
+    from bs4 import BeautifulSoup
+
+    path = smoke_build["site"] / "_build" / "html" / "book" / "spt_lsa.html"
+    page = BeautifulSoup(path.read_text(), "html.parser")
+    assert "shifted patches and locality self-attention" in page.title.text
+    assert len([img for img in page.find_all("img") if "_images/" in img["src"]]) >= 6
+    record = json.loads(
+        (smoke_build["site"] / "book" / "results" / "spt_lsa.json").read_text())
+    text = " ".join(page.get_text().split())
+    vanilla, sl = record["runs"]["vanilla"], record["runs"]["spt_lsa"]
+    assert re.search(rf"ViT \(vanilla\) {round(100 * vanilla['test_top1'], 2)}% "
+                     rf"{round(100 * vanilla['test_top5'], 2)}% {vanilla['params']:,}", text)
+    assert re.search(rf"SL-ViT \(SPT \+ LSA\) {round(100 * sl['test_top1'], 2)}% "
+                     rf"{round(100 * sl['test_top5'], 2)}% {sl['params']:,}", text)
+    assert "53.10%" in text and "56.11%" in text
