@@ -391,4 +391,4 @@ def test_site_has_the_perceiver_page_with_its_figures_and_glued_numbers(smoke_bu
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
     assert f"{record['params']:,} parameters" in text
     exponent = round(record["scaling"]["fitted_exponents"]["self-attention"], 2)
-    assert f"fitted exponents over the largest sizes are {exponent}" in text
+    assert f"has slope {exponent} for self-attention" in text
