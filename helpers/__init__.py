@@ -3,7 +3,8 @@
 ``data`` (datasets), ``augment`` (input pipelines as layers), ``train`` (the
 training loop), ``records`` (result records and glue), ``plots`` (figures),
 ``explorers`` (widgets that work on the static site), ``parameters``
-(parameter checks), ``vit`` (the ViT notebook's reusable cells, exported),
+(parameter checks), ``measure`` (peak device memory of a call), ``vit`` and
+``perceiver`` (the ViT and Perceiver notebooks' reusable cells, exported),
 ``export`` (the exporter) and ``book`` (execute the notebooks, build the site).
 """
 

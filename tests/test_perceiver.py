@@ -1,0 +1,394 @@
+"""The Perceiver notebook's exported layers (helpers/perceiver.py) and the notebook itself."""
+
+import ast
+import math
+
+import keras
+import nbformat
+import numpy as np
+import papermill
+import pytest
+from keras import ops
+from scipy.special import erf
+
+from helpers.augment import augmentation_pipeline
+from helpers.perceiver import (
+    CrossAttention,
+    FeedForward,
+    FourierFeatures,
+    FourierPatchEncoder,
+    LatentArray,
+    LatentTransformerBlock,
+    Perceiver,
+    create_perceiver_classifier,
+)
+
+from conftest import ROOT
+
+NOTEBOOK = ROOT / "book" / "perceiver.ipynb"
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def randomize(layer, seed=0):
+    """Give every weight of ``layer`` random values, so that each must be in its place."""
+    rng = np.random.default_rng(seed)
+    for variable in layer.weights:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+
+
+def layer_norm(x, gamma, beta, epsilon=1e-6):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + epsilon) * gamma + beta
+
+
+def tiny_classifier(num_iterations=2, position_encoding="learned", images=None,
+                    augmentation=None, **overrides):
+    images = np.zeros((2, 16, 16, 3), np.uint8) if images is None else images
+    augmentation = augmentation or augmentation_pipeline(images)
+    arguments = dict(image_size=16, patch_size=4, num_latents=6, projection_dim=8, num_heads=2,
+                     num_transformer_blocks=1, num_iterations=num_iterations,
+                     cross_attention_heads=2, position_encoding=position_encoding, num_bands=3)
+    arguments.update(overrides)
+    return create_perceiver_classifier((16, 16, 3), 5, augmentation, **arguments)
+
+
+# Fourier features
+
+
+def reference_fourier_features(grid, bands):
+    """Paper: per axis [x, sin(pi f_k x), cos(pi f_k x)], f_k from 1 to grid/2, x in [-1, 1]."""
+    features = np.zeros((grid * grid, 2 * (2 * bands + 1)))
+    step = (grid / 2 - 1) / (bands - 1) if bands > 1 else 0.0
+    frequencies = [1.0 + k * step for k in range(bands)]
+    for token in range(grid * grid):
+        column = 0
+        for index in divmod(token, grid):  # row, then column
+            x = -1.0 + 2.0 * index / (grid - 1)
+            values = [x] + [math.sin(math.pi * f * x) for f in frequencies]
+            values += [math.cos(math.pi * f * x) for f in frequencies]
+            features[token, column:column + len(values)] = values
+            column += len(values)
+    return features
+
+
+@pytest.mark.parametrize("grid,bands", [(2, 1), (4, 3), (8, 5)])
+def test_fourier_features_are_the_papers_sines_and_cosines_of_row_and_column(grid, bands):
+    tokens = np.random.default_rng(grid).normal(size=(3, grid * grid, 2)).astype("float32")
+    out = numpy(FourierFeatures(grid, bands)(tokens))
+    assert out.shape == (3, grid * grid, 2 + 2 * (2 * bands + 1))
+    np.testing.assert_allclose(out[..., :2], tokens)
+    for image in out[..., 2:]:
+        np.testing.assert_allclose(image, reference_fourier_features(grid, bands), atol=1e-5)
+
+
+def test_highest_fourier_band_is_the_nyquist_frequency_of_the_grid():
+    # At f = grid / 2 the feature's phase moves by about pi from one input to the next.
+    grid, bands = 16, 4
+    encoding = numpy(FourierFeatures(grid, bands).encoding()).reshape(grid, grid, -1)
+    sine_of_last_band_along_columns = encoding[0, :, (2 * bands + 1) + bands]
+    x = np.linspace(-1, 1, grid)
+    np.testing.assert_allclose(sine_of_last_band_along_columns, np.sin(np.pi * grid / 2 * x),
+                               atol=1e-5)
+
+
+def test_fourier_patch_encoder_projects_patches_with_their_features():
+    patches = np.random.default_rng(1).normal(size=(2, 9, 4)).astype("float32")
+    encoder = FourierPatchEncoder(grid_size=3, num_bands=2, projection_dim=5)
+    out = numpy(encoder(patches))
+    kernel, bias = (numpy(w) for w in encoder.projection.weights)
+    features = np.concatenate(
+        [patches, np.broadcast_to(reference_fourier_features(3, 2), (2, 9, 10))], axis=-1
+    )
+    np.testing.assert_allclose(out, features @ kernel + bias, rtol=1e-4, atol=1e-5)
+
+
+# Latents and attention
+
+
+def test_latent_array_gives_every_image_the_same_learned_latents():
+    data = np.zeros((3, 7, 2), "float32")
+    array = LatentArray(num_latents=4, latent_dim=5)
+    out = numpy(array(data))
+    assert out.shape == (3, 4, 5)
+    for image in out:
+        np.testing.assert_array_equal(image, numpy(array.latents))
+
+
+def reference_cross_attention(latents, data, layer, heads):
+    weights = {name: [numpy(v) for v in getattr(layer, name).weights]
+               for name in ("latent_norm", "data_norm", "query", "key", "value",
+                            "output_projection")}
+    width = latents.shape[-1]
+    d = width // heads
+    z, x = layer_norm(latents, *weights["latent_norm"]), layer_norm(data, *weights["data_norm"])
+
+    def project(inputs, name):
+        kernel, bias = weights[name]
+        return inputs @ kernel.reshape(inputs.shape[-1], width) + bias.reshape(width)
+
+    q, k, v = project(z, "query"), project(x, "key"), project(x, "value")
+    mixed, attention = np.zeros_like(q), []
+    for h in range(heads):
+        part = slice(h * d, (h + 1) * d)
+        scores = np.einsum("bnk,bmk->bnm", q[..., part], k[..., part]) / np.sqrt(d)
+        probabilities = np.exp(scores - scores.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        mixed[..., part] = probabilities @ v[..., part]
+        attention.append(probabilities)
+    kernel, bias = weights["output_projection"]
+    return latents + mixed @ kernel.reshape(width, width) + bias, np.stack(attention, axis=1)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_cross_attention_matches_a_numpy_reference(heads):
+    rng = np.random.default_rng(heads)
+    latents = rng.normal(size=(2, 3, 8)).astype("float32")
+    data = rng.normal(size=(2, 5, 6)).astype("float32")
+    layer = CrossAttention(num_heads=heads)
+    layer(latents, data)
+    randomize(layer, seed=heads)
+    out, weights = layer(latents, data, return_attention_scores=True)
+    expected, expected_weights = reference_cross_attention(latents, data, layer, heads)
+    np.testing.assert_allclose(numpy(out), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(numpy(weights), expected_weights, atol=1e-5)
+
+
+def test_cross_attention_weights_are_one_distribution_over_the_inputs_per_latent():
+    rng = np.random.default_rng(0)
+    latents, data = rng.normal(size=(2, 3, 8)), rng.normal(size=(2, 11, 4))
+    _, weights = CrossAttention(num_heads=2)(latents, data, return_attention_scores=True)
+    weights = numpy(weights)
+    assert weights.shape == (2, 2, 3, 11)  # (batch, heads, latents, inputs)
+    assert (weights >= 0).all()
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_cross_attention_needs_heads_that_divide_the_width():
+    with pytest.raises(ValueError, match="num_heads=3 must divide the latent width 8"):
+        CrossAttention(num_heads=3)(np.zeros((1, 2, 8)), np.zeros((1, 4, 8)))
+
+
+def test_feedforward_is_a_residual_two_layer_gelu_network():
+    x = np.random.default_rng(2).normal(size=(2, 3, 4)).astype("float32")
+    layer = FeedForward(hidden_units=6)
+    layer(x)
+    randomize(layer, seed=2)
+    gamma, beta = (numpy(w) for w in layer.norm.weights)
+    (w1, b1), (w2, b2) = ([numpy(w) for w in d.weights] for d in (layer.hidden, layer.output_layer))
+    h = layer_norm(x, gamma, beta) @ w1 + b1
+    h = 0.5 * h * (1 + erf(h / np.sqrt(2)))  # exact GELU
+    np.testing.assert_allclose(numpy(layer(x)), x + h @ w2 + b2, rtol=1e-4, atol=1e-4)
+
+
+def test_latent_transformer_block_keeps_the_shape_of_the_latents():
+    latents = np.random.default_rng(3).normal(size=(2, 5, 8)).astype("float32")
+    block = LatentTransformerBlock(num_heads=2, key_dim=8, hidden_units=8)
+    assert numpy(block(latents)).shape == (2, 5, 8)
+
+
+# The model
+
+
+def test_trainable_weights_do_not_depend_on_the_number_of_iterations():
+    counts = set()
+    for iterations in (1, 2, 5):
+        model = tiny_classifier(num_iterations=iterations)
+        counts.add((len(model.trainable_weights),
+                    sum(int(np.prod(w.shape)) for w in model.trainable_weights)))
+    assert len(counts) == 1, counts
+
+
+def test_each_iteration_reads_the_image_again_through_the_same_layers():
+    images = np.random.default_rng(4).integers(0, 256, (3, 16, 16, 3)).astype("uint8")
+    model = tiny_classifier(num_iterations=3, images=images)
+    weights = model.cross_attention_weights(images.astype("float32"))
+    assert len(weights) == 3
+    for iteration in weights:
+        assert iteration.shape == (3, 2, 6, 16)  # images, heads, latents, 4x4 inputs
+        np.testing.assert_allclose(iteration.sum(axis=-1), 1.0, atol=1e-5)
+    # The same cross-attention gets different latents each time, so it looks elsewhere.
+    assert not np.allclose(weights[0], weights[1])
+    logits = numpy(model(images.astype("float32"), training=False))
+    assert logits.shape == (3, 5)
+
+
+@pytest.mark.parametrize("position_encoding", ["learned", "fourier"])
+def test_model_round_trips_through_a_keras_file(tmp_path, position_encoding):
+    images = np.random.default_rng(5).integers(0, 256, (2, 16, 16, 3)).astype("uint8")
+    model = tiny_classifier(position_encoding=position_encoding, images=images)
+    path = tmp_path / "perceiver.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, Perceiver)
+    assert (loaded.num_iterations, loaded.position_encoding) == (2, position_encoding)
+    x = images.astype("float32")
+    np.testing.assert_allclose(numpy(loaded(x, training=False)), numpy(model(x, training=False)),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"patch_size": 3}, "patch_size=3 must divide image_size=16"),
+    ({"position_encoding": "sine"}, "position_encoding must be one of"),
+    ({"num_iterations": 0}, "num_iterations must be >= 1"),
+])
+def test_the_model_rejects_impossible_arguments(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_classifier(**overrides)
+
+
+def test_the_model_says_when_the_augmentation_does_not_resize_to_image_size():
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="gives 16x16 images, the model expects image_size=32"):
+        tiny_classifier(augmentation=augmentation_pipeline(images), image_size=32)
+
+
+def test_full_size_model_has_the_parameter_count_of_the_source_recipe():
+    """CIFAR-100: 64 px, patch 2 (1,024 inputs), 256 x 256 latents, 4 blocks of 8 heads."""
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    model = create_perceiver_classifier((32, 32, 3), 100, augmentation_pipeline(x, image_size=64))
+    d, inputs, patch_values, heads = 256, 1024, 12, 8
+    norm = 2 * d
+    dense = d * d + d
+    feedforward = norm + 2 * dense
+    cross = 2 * norm + 4 * dense
+    self_attention = 3 * (d * heads * d + heads * d) + (heads * d * d + d)
+    block = norm + self_attention + feedforward
+    expected = (7  # normalization statistics
+                + patch_values * d + d + inputs * d  # projection and position table
+                + 256 * d  # latent array
+                + cross + feedforward + 4 * block
+                + norm + dense + (d * 100 + 100))  # final norm and head
+    assert model.count_params() == expected  # 9,763,947
+
+
+# The notebook
+
+
+def test_perceiver_defaults_are_the_source_recipe():
+    declared = papermill.inspect_notebook(str(NOTEBOOK))
+    defaults = {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+    assert defaults | {
+        "dataset": "cifar100", "image_size": 64, "patch_size": 2, "num_latents": 256,
+        "projection_dim": 256, "num_heads": 8, "num_transformer_blocks": 4,
+        "num_iterations": 2, "position_encoding": "learned", "dropout_rate": 0.2,
+        "learning_rate": 1e-3, "weight_decay": 1e-4, "lr_reduce_factor": 0.2,
+        "lr_reduce_patience": 3, "early_stopping_patience": 15, "epochs": 50,
+        "batch_size": 64, "validation_split": 0.1, "scaling_max_inputs": 4096,
+    } == defaults
+
+
+def run_checks(**overrides):
+    """The notebook's parameters cell, papermill-style overrides, then its checking cell."""
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    index = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    check = next(c for c in cells[index + 1:] if c.cell_type == "code")
+    namespace = {}
+    exec(cells[index].source, namespace)
+    namespace.update(overrides)
+    exec(check.source, namespace)
+
+
+def test_the_default_parameters_pass_the_checks():
+    run_checks()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"num_latents": 0}, "parameter num_latents must be > 0, got 0"),
+    ({"projection_dim": -8}, "parameter projection_dim must be > 0, got -8"),
+    ({"num_heads": 0}, "parameter num_heads must be > 0, got 0"),
+    ({"cross_attention_heads": 3},
+     "parameter cross_attention_heads must divide projection_dim=256, got 3"),
+    ({"num_iterations": 0}, "parameter num_iterations must be > 0, got 0"),
+    ({"num_transformer_blocks": 0}, "parameter num_transformer_blocks must be > 0, got 0"),
+    ({"epochs": 0}, "parameter epochs must be > 0, got 0"),
+    ({"batch_size": -1}, "parameter batch_size must be > 0, got -1"),
+    ({"learning_rate": 0.0}, "parameter learning_rate must be > 0, got 0.0"),
+    ({"num_bands": 0}, "parameter num_bands must be > 0, got 0"),
+    ({"lr_reduce_factor": 1.0}, "parameter lr_reduce_factor must be in [0, 1), got 1.0"),
+    ({"validation_split": 0.0}, "parameter validation_split must be > 0"),
+    ({"num_latents": 2.5}, "parameter num_latents must be an integer, got 2.5"),
+    ({"scaling_max_inputs": 32}, "parameter scaling_max_inputs must be >= 64"),
+])
+def test_each_bad_value_is_one_value_error_naming_the_parameter(overrides, message):
+    with pytest.raises(ValueError) as failure:
+        run_checks(**overrides)
+    assert message in str(failure.value)
+
+
+@pytest.mark.parametrize("parameters,message", [
+    ({"patch_size": 3}, "parameter patch_size must divide image_size=64, got 3"),
+    ({"position_encoding": "sine"},
+     "parameter position_encoding must be one of 'learned', 'fourier', got 'sine'"),
+    ({"learning_rate": "fast"}, "parameter learning_rate must be a number, got 'fast'"),
+])
+def test_bad_parameters_stop_the_perceiver_notebook_at_once(tmp_path, parameters, message):
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
+                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    assert failure.value.ename == "ValueError"
+    assert message in failure.value.evalue
+    executed = nbformat.read(output, as_version=4)
+    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+
+
+# The smoke build (slow: the whole book executed once per session)
+
+
+@pytest.mark.slow
+def test_perceiver_smoke_run_learns_and_measures_the_attention_costs(smoke_build):
+    from helpers.records import read_record
+
+    record = read_record(smoke_build["site"] / "book" / "results" / "perceiver.json")
+    assert record["dataset"] == "digits" and record["backend"] == "tensorflow"
+    assert record["parameters"]["position_encoding"] == "fourier"
+    # 10 classes: chance is 10%; smoke runs reach 85-90%.
+    assert record["test_top1"] > 0.7, record["test_top1"]
+    assert record["history"]["loss"][-1] < 0.6 * record["history"]["loss"][0]
+    scaling = record["scaling"]
+    assert scaling["num_inputs"] == [64, 128, 256, 512, 1024, 2048]
+    self_seconds = scaling["self-attention"]["seconds"]
+    cross_seconds = scaling["cross-attention"]["seconds"]
+    # M = 2048 inputs against 32 latents: the M x M score matrix is 64 times larger.
+    assert self_seconds[-1] > 3 * cross_seconds[-1]
+    assert self_seconds[-1] > 10 * self_seconds[0]
+    assert scaling["memory_source"] is None  # CPU: no peak is made up
+    assert scaling["self-attention"]["peak_bytes"] == [None] * 6
+    print(f"Perceiver smoke: top-1 {record['test_top1']:.2%}, notebook "
+          f"{smoke_build['seconds']['perceiver']:.0f} s, training {record['train_seconds']:.0f} s, "
+          f"self/cross at M=2048 {self_seconds[-1] / cross_seconds[-1]:.0f}x")
+
+
+@pytest.mark.slow
+def test_executed_perceiver_notebook_has_its_figures_and_no_errors(smoke_build):
+    nb = nbformat.read(smoke_build["site"] / "book" / "perceiver.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    # Fourier bands, scaling, learning curves, cross-attention at the first and last iteration.
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5
+    text = "".join(o.get("text", "") for o in outputs)
+    for proof in ("FourierFeatures matches the NumPy reference",
+                  "CrossAttention matches the NumPy reference",
+                  "the trainable weights are the same whatever the number of iterations"):
+        assert proof in text
+    assert "Epoch 10/10" in text and "\r" not in text
+
+
+@pytest.mark.slow
+def test_site_has_the_perceiver_page_with_its_figures_and_glued_numbers(smoke_build):
+    from bs4 import BeautifulSoup
+
+    from helpers.records import read_record
+
+    html = smoke_build["site"] / "_build" / "html" / "book" / "perceiver.html"
+    page = BeautifulSoup(html.read_text(), "html.parser")
+    assert "Perceiver" in page.title.text
+    assert len([img for img in page.find_all("img") if "_images/" in img["src"]]) >= 5
+    record = read_record(smoke_build["site"] / "book" / "results" / "perceiver.json")
+    text = " ".join(page.get_text().split())
+    assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
+    assert f"{record['params']:,} parameters" in text
+    exponent = round(record["scaling"]["fitted_exponents"]["self-attention"], 2)
+    assert f"has slope {exponent} for self-attention" in text
