@@ -1,0 +1,349 @@
+"""The CCT notebook: its exported layers (helpers/cct.py) against NumPy references,
+its parameter checks, and its smoke run on the built site."""
+
+import ast
+import inspect
+
+import keras
+import nbformat
+import numpy as np
+import papermill
+import pytest
+from bs4 import BeautifulSoup
+from keras import ops
+
+from helpers.augment import augmentation_pipeline
+from helpers.cct import (
+    CCTTokenizer,
+    PositionEmbedding,
+    SequencePooling,
+    cct_block,
+    create_cct_classifier,
+    drop_path_rates,
+    sequence_pooling_weights,
+    token_grid,
+)
+from helpers.layers import StochasticDepth
+from helpers.records import read_record
+
+from conftest import ROOT
+
+NOTEBOOK = ROOT / "book" / "cct.ipynb"
+
+
+# --- NumPy references ----------------------------------------------------------------
+
+
+def numpy_conv_valid(x, kernel):
+    """Unpadded stride-1 convolution (cross-correlation) of (n, h, w, c) by (k, k, c, o)."""
+    k = kernel.shape[0]
+    n, h, w, _ = x.shape
+    out = np.zeros((n, h - k + 1, w - k + 1, kernel.shape[-1]))
+    for i in range(h - k + 1):
+        for j in range(w - k + 1):
+            out[:, i, j] = np.tensordot(x[:, i:i + k, j:j + k, :], kernel, axes=([1, 2, 3], [0, 1, 2]))
+    return out
+
+
+def numpy_max_pool_same(x, size, stride):
+    """Max-pooling with "same" padding: ceil(side / stride) outputs, extra padding at the end."""
+    n, h, w, c = x.shape
+    out_h, out_w = -(-h // stride), -(-w // stride)
+    pad_h = max((out_h - 1) * stride + size - h, 0)
+    pad_w = max((out_w - 1) * stride + size - w, 0)
+    padded = np.full((n, h + pad_h, w + pad_w, c), -np.inf)
+    padded[:, pad_h // 2:pad_h // 2 + h, pad_w // 2:pad_w // 2 + w] = x
+    out = np.empty((n, out_h, out_w, c))
+    for i in range(out_h):
+        for j in range(out_w):
+            window = padded[:, i * stride:i * stride + size, j * stride:j * stride + size]
+            out[:, i, j] = window.max(axis=(1, 2))
+    return out
+
+
+def numpy_tokenizer(images, kernels):
+    x = images.astype("float64")
+    for kernel in kernels:
+        x = np.maximum(numpy_conv_valid(x, kernel), 0.0)
+        x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        x = numpy_max_pool_same(x, 3, 2)
+    n, h, w, c = x.shape
+    return x.reshape(n, h * w, c)
+
+
+def numpy_sequence_pooling(x, g, b):
+    scores = x @ g + b
+    scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+    weights = scores / scores.sum(axis=1, keepdims=True)
+    return np.einsum("bn,bnd->bd", weights, x), weights
+
+
+# --- Tokenizer -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("height,width,channels", [(12, 12, [4, 5]), (11, 9, [3, 4]), (8, 8, [6])])
+def test_tokenizer_matches_numpy_conv_relu_pad_maxpool_read_row_by_row(height, width, channels):
+    images = np.random.default_rng(height).normal(size=(2, height, width, 3)).astype("float32")
+    tokenizer = CCTTokenizer(channels)
+    tokens = ops.convert_to_numpy(tokenizer(images))
+    kernels = [ops.convert_to_numpy(stage.layers[0].kernel) for stage in tokenizer.stages]
+    np.testing.assert_allclose(tokens, numpy_tokenizer(images, kernels), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("height,width,conv_layers,expected", [
+    (32, 32, 1, (16, 16)), (32, 32, 2, (8, 8)), (32, 32, 4, (2, 2)), (28, 20, 2, (7, 5)),
+    (72, 72, 3, (9, 9)),
+])
+def test_token_grid_is_the_shape_of_the_tokenizer_output(height, width, conv_layers, expected):
+    assert token_grid(height, width, conv_layers) == expected
+    tokenizer = CCTTokenizer([4] * conv_layers)
+    maps = tokenizer.feature_maps(np.zeros((1, height, width, 3), "float32"))
+    assert tuple(maps[-1].shape[1:3]) == expected
+    assert tuple(tokenizer(np.zeros((1, height, width, 3), "float32")).shape) == (
+        1, expected[0] * expected[1], 4)
+
+
+def test_token_grid_is_empty_when_a_stage_gets_less_than_the_kernel():
+    assert token_grid(32, 32, 5) == (0, 0)  # 32 -> 16 -> 8 -> 4 -> 2, then a 3x3 kernel
+    assert token_grid(2, 32, 1) == (0, 0)
+
+
+# --- Position embedding, stochastic depth, block ---------------------------------------
+
+
+def test_position_embedding_adds_one_learned_vector_per_token():
+    tokens = np.random.default_rng(0).normal(size=(3, 5, 4)).astype("float32")
+    layer = PositionEmbedding()
+    out = ops.convert_to_numpy(layer(tokens))
+    table = ops.convert_to_numpy(layer.position_embedding)
+    assert table.shape == (5, 4)
+    assert 0 < table.std() < 0.2  # truncated normal, standard deviation 0.2 before truncation
+    np.testing.assert_allclose(out, tokens + table[None], rtol=1e-6)
+    assert PositionEmbedding.from_config(PositionEmbedding(0.5).get_config()).stddev == 0.5
+
+
+@pytest.mark.parametrize("rate,layers,expected", [
+    (0.1, 2, [0.0, 0.1]), (0.1, 5, [0.0, 0.025, 0.05, 0.075, 0.1]), (0.3, 1, [0.0]),
+])
+def test_drop_path_rates_rise_linearly_from_zero_to_the_rate(rate, layers, expected):
+    np.testing.assert_allclose(drop_path_rates(rate, layers), expected, atol=1e-12)
+
+
+def test_cct_block_drops_both_branches_for_a_quarter_of_the_images_at_rate_one_half():
+    batch = 4000
+    tokens = np.random.default_rng(1).normal(size=(batch, 4, 8)).astype("float32")
+    inputs = keras.Input((4, 8))
+    block = keras.Model(inputs, cct_block(inputs, 2, 8, [16, 8], 0.0, 0.5, seed=3))
+    assert [layer.rate for layer in block.layers if isinstance(layer, StochasticDepth)] == [0.5, 0.5]
+    trained = ops.convert_to_numpy(block(tokens, training=True))
+    untouched = np.all(trained == tokens, axis=(1, 2))
+    # Both branches dropped, probability 0.5 * 0.5; Binomial(4000, 0.25) sd is 0.0068.
+    assert abs(untouched.mean() - 0.25) < 0.03, untouched.mean()
+    first = ops.convert_to_numpy(block(tokens, training=False))
+    np.testing.assert_array_equal(first, ops.convert_to_numpy(block(tokens, training=False)))
+    assert not np.all(first == tokens, axis=(1, 2)).any()
+
+
+def test_cct_block_without_drops_or_dropout_is_the_same_in_training_and_inference():
+    tokens = np.random.default_rng(2).normal(size=(6, 4, 8)).astype("float32")
+    inputs = keras.Input((4, 8))
+    block = keras.Model(inputs, cct_block(inputs, 2, 8, [16, 8], 0.0, 0.0))
+    np.testing.assert_allclose(ops.convert_to_numpy(block(tokens, training=True)),
+                               ops.convert_to_numpy(block(tokens, training=False)), atol=1e-6)
+
+
+# --- Sequence pooling ---------------------------------------------------------------
+
+
+def test_sequence_pooling_matches_a_numpy_softmax_weighted_sum():
+    tokens = np.random.default_rng(3).normal(size=(4, 7, 5)).astype("float32")
+    pooling = SequencePooling()
+    pooling.build(tokens.shape)
+    pooling.attention.bias.assign(np.full((1,), 0.3, "float32"))
+    kernel, bias = (ops.convert_to_numpy(w) for w in pooling.attention.weights)
+    pooled, weights = (ops.convert_to_numpy(t) for t in pooling(tokens, return_weights=True))
+    expected, expected_weights = numpy_sequence_pooling(tokens, kernel[:, 0], bias[0])
+    np.testing.assert_allclose(weights, expected_weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(pooling(tokens)), pooled, rtol=1e-6)
+
+
+def test_sequence_pooling_with_a_zero_scoring_vector_is_the_mean_of_the_tokens():
+    tokens = np.random.default_rng(4).normal(size=(3, 9, 4)).astype("float32")
+    pooling = SequencePooling()
+    pooling.build(tokens.shape)
+    pooling.attention.kernel.assign(np.zeros((4, 1), "float32"))
+    np.testing.assert_allclose(ops.convert_to_numpy(pooling(tokens)), tokens.mean(axis=1),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_pooling_ignores_the_order_of_the_tokens():
+    tokens = np.random.default_rng(5).normal(size=(2, 6, 3)).astype("float32")
+    pooling = SequencePooling()
+    shuffled = tokens[:, np.random.default_rng(6).permutation(6)]
+    np.testing.assert_allclose(ops.convert_to_numpy(pooling(shuffled)),
+                               ops.convert_to_numpy(pooling(tokens)), rtol=1e-5, atol=1e-6)
+
+
+# --- Whole model --------------------------------------------------------------------
+
+
+def test_default_model_has_the_parameter_count_of_the_recipe():
+    """CIFAR-10 defaults: 64 + 128 channels, 64 tokens of 128, 2 blocks of 2 full-width heads."""
+    model = create_cct_classifier((32, 32, 3), 10, augmentation_pipeline(normalize="rescale", pad=4))
+    d = 128
+    tokenizer = 3 * 3 * 3 * 64 + 3 * 3 * 64 * d
+    position = 64 * d
+    attention = 3 * (d * 2 * d + 2 * d) + (2 * d * d + d)  # key size d per head
+    block = 2 * 2 * d + attention + 2 * (d * d + d)
+    head = 2 * d + (d + 1) + (d * 10 + 10)
+    assert model.count_params() == tokenizer + position + 2 * block + head == 416_331
+    assert model.output_shape == (None, 10)
+
+
+def test_position_embedding_costs_one_vector_per_token():
+    with_embedding = create_cct_classifier((32, 32, 3), 10)
+    without = create_cct_classifier((32, 32, 3), 10, positional_emb=False)
+    assert with_embedding.count_params() - without.count_params() == 64 * 128
+
+
+def test_builder_rejects_widths_that_cannot_be_added_and_too_many_stages():
+    with pytest.raises(ValueError, match="transformer_units must end with projection_dim=128"):
+        create_cct_classifier((32, 32, 3), 10, transformer_units=[128, 64])
+    with pytest.raises(ValueError, match="conv_layers=5 leaves no tokens"):
+        create_cct_classifier((32, 32, 3), 10, conv_layers=5)
+
+
+def test_model_round_trips_through_a_keras_file(tmp_path):
+    model = create_cct_classifier(
+        (16, 16, 3), 4, augmentation_pipeline(normalize="rescale", pad=2, seed=0),
+        conv_channels=4, projection_dim=8, num_heads=2, transformer_layers=2,
+        transformer_units=[8, 8], seed=0,
+    )
+    path = tmp_path / "cct.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    images = np.random.default_rng(0).uniform(0, 255, size=(3, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(images, training=False)),
+                               ops.convert_to_numpy(model(images, training=False)), atol=1e-5)
+    assert loaded.get_layer("tokenizer").num_output_channels == [4, 8]
+
+
+def test_sequence_pooling_weights_of_a_model_sum_to_one_over_its_token_grid():
+    model = create_cct_classifier((16, 16, 3), 3, conv_channels=4, projection_dim=8,
+                                  transformer_units=[8, 8])
+    images = np.random.default_rng(0).uniform(0, 1, size=(5, 16, 16, 3)).astype("float32")
+    weights = sequence_pooling_weights(model, images, batch_size=2)
+    assert weights.shape == (5, 4 * 4)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+
+
+# --- The notebook -------------------------------------------------------------------
+
+
+def notebook_defaults(path):
+    declared = papermill.inspect_notebook(str(path))
+    return {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+
+
+def test_cct_defaults_are_the_source_recipe_and_the_builder_defaults():
+    defaults = notebook_defaults(NOTEBOOK)
+    assert defaults | {
+        "dataset": "cifar10", "epochs": 30, "batch_size": 128, "learning_rate": 1e-3,
+        "weight_decay": 1e-4, "label_smoothing": 0.1, "crop_padding": 4, "flip": "horizontal",
+        "conv_layers": 2, "conv_channels": 64, "projection_dim": 128, "num_heads": 2,
+        "transformer_layers": 2, "transformer_units": [128, 128], "positional_emb": True,
+        "stochastic_depth_rate": 0.1, "dropout_rate": 0.1, "lr_schedule": "constant",
+    } == defaults
+    builder = inspect.signature(create_cct_classifier).parameters
+    for name in (set(defaults) & set(builder)) - {"seed"}:
+        assert list(np.atleast_1d(builder[name].default)) == list(np.atleast_1d(defaults[name])), name
+
+
+def test_the_vit_defaults_counted_in_the_cct_notebook_are_the_vit_notebook_defaults():
+    cell = next(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells
+                if "vit_defaults = {" in c.source)
+    assignment = next(node for node in ast.parse(cell).body
+                      if isinstance(node, ast.Assign)
+                      and getattr(node.targets[0], "id", None) == "vit_defaults")
+    counted = ast.literal_eval(assignment.value)
+    vit = notebook_defaults(ROOT / "book" / "vit.ipynb")
+    assert counted == {name: vit[name] for name in counted}
+
+
+def run_notebook(tmp_path, parameters):
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
+                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    return failure.value, nbformat.read(output, as_version=4)
+
+
+@pytest.mark.parametrize("parameters,message", [
+    ({"stochastic_depth_rate": 1.0}, "parameter stochastic_depth_rate must be in [0, 1), got 1.0"),
+    ({"epochs": 0}, "parameter epochs must be > 0, got 0"),
+    ({"learning_rate": -0.001}, "parameter learning_rate must be > 0, got -0.001"),
+    ({"num_heads": "two"}, "parameter num_heads must be an integer, got 'two'"),
+    ({"transformer_units": [128, 64]},
+     "parameter transformer_units must end with projection_dim=128"),
+])
+def test_bad_parameters_stop_the_cct_notebook_at_once(tmp_path, parameters, message):
+    error, executed = run_notebook(tmp_path, parameters)
+    assert error.ename == "ValueError"
+    assert message in error.evalue
+    # It failed in the checking cell, before any data was loaded.
+    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+
+
+def test_too_many_tokenizer_stages_for_the_images_stop_the_notebook_before_training(tmp_path):
+    error, executed = run_notebook(tmp_path, {"dataset": "digits", "conv_layers": 5})
+    assert error.ename == "ValueError"
+    assert "parameter conv_layers must leave a map of at least 3x3 pixels" in error.evalue
+    assert "5 stages are too many for 32x32 images" in error.evalue
+    assert not any("train_and_evaluate(" in c.source and c.get("execution_count")
+                   for c in executed.cells)
+
+
+# --- The smoke run on the built site (slow) ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_cct_smoke_run_learns_well_above_chance(smoke_build):
+    record = read_record(smoke_build["site"] / "book" / "results" / "cct.json")
+    assert record["dataset"] == "digits" and record["backend"] == "tensorflow"
+    assert record["epochs"] == record["parameters"]["epochs"] == 10
+    # 10 classes: chance is 10%.
+    assert record["test_top1"] > 0.75, record["test_top1"]
+    assert record["history"]["loss"][-1] < record["history"]["loss"][0]
+    assert record["default_params"] == 416_331
+    assert record["vit_default_params"] > 50 * record["default_params"]
+    assert record["num_tokens"] == 64 and 1 <= record["pooling_effective_tokens"] <= 64
+    print(f"CCT smoke: top-1 {record['test_top1']:.2%}, notebook "
+          f"{smoke_build['seconds']['cct']:.0f} s, training {record['train_seconds']:.0f} s")
+
+
+@pytest.mark.slow
+def test_cct_executed_notebook_has_its_figures_and_no_errors(smoke_build):
+    nb = nbformat.read(smoke_build["site"] / "book" / "cct.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    # augmentation, parameter counts, curves, feature maps, pooling heatmaps
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "Epoch 10/10" in text and "\r" not in text
+    assert "pooling weights of all 360 test images sum to 1" in text
+
+
+@pytest.mark.slow
+def test_cct_page_has_its_figures_and_glued_numbers(smoke_build):
+    html_dir = smoke_build["site"] / "_build" / "html" / "book"
+    page = BeautifulSoup((html_dir / "cct.html").read_text(), "html.parser")
+    assert "Compact Convolutional Transformer (CCT)" in page.title.text
+    assert len([img for img in page.find_all("img") if "_images/" in img["src"]]) >= 5
+    record = read_record(smoke_build["site"] / "book" / "results" / "cct.json")
+    text = " ".join(page.get_text().split())
+    assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
+    assert f"{record['params']:,} parameters" in text
+    assert f"the CCT has {record['default_params']:,} parameters" in text
+    assert f"{record['vit_default_params']:,} of the ViT notebook" in text
