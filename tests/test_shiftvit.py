@@ -228,7 +228,10 @@ def test_site_has_the_shiftvit_page_with_its_figures_and_numbers(smoke_build):
     path = smoke_build["site"] / "_build" / "html" / "book" / "shiftvit.html"
     page = BeautifulSoup(path.read_text(), "html.parser")
     assert "ShiftViT: attention replaced by a shift" in page.title.text
-    assert len([img for img in page.find_all("img") if "_images/" in img["src"]]) >= 4
+    assert len([img for img in page.find_all("img") if "_images/" in img.get("src", "")]) >= 4
+    # the animation of the shift: matplotlib's player, its frames embedded in the page
+    assert page.find("img", id=lambda value: value and value.startswith("_anim_img"))
+    assert "data:image/png;base64" in str(page)
     record = read_record(smoke_build["site"] / "book" / "results" / "shiftvit.json")
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
