@@ -140,3 +140,60 @@ def plot_token_maps(image, maps, titles=None, marks=None, title=None, alpha=0.55
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_predictions(images, probabilities, class_names, labels=None, top=5, columns=2,
+                     title=None):
+    """Images with the predicted class, each beside a bar chart of its top classes.
+
+    Used by the ShiftViT notebook to show what a restored model predicts.
+
+    Args:
+        images: ``(n, height, width, channels)`` images in [0, 255].
+        probabilities: ``(n, num_classes)`` class probabilities (softmax outputs).
+        class_names: one name per class.
+        labels: the true classes; when given, a title is green if the
+            prediction is right and red if not, and the true class's bar is green.
+        top: how many classes each bar chart shows, most likely first.
+        columns: images per row.
+    """
+    probabilities = np.asarray(probabilities, dtype="float32")
+    count = len(images)
+    rows = -(-count // columns)
+    top = min(top, probabilities.shape[-1])
+    fig, axes = plt.subplots(
+        rows, 2 * columns, figsize=(5.6 * columns, 2.5 * rows), squeeze=False,
+        gridspec_kw={"width_ratios": [1, 1.3] * columns},
+    )
+    for index in range(rows * columns):
+        image_ax = axes[index // columns, 2 * (index % columns)]
+        bar_ax = axes[index // columns, 2 * (index % columns) + 1]
+        if index >= count:
+            image_ax.axis("off")
+            bar_ax.axis("off")
+            continue
+        order = np.argsort(probabilities[index])[::-1][:top]
+        predicted = int(order[0])
+        image_ax.imshow(to_display_image(images[index]).squeeze(), cmap="gray")
+        image_ax.axis("off")
+        text = f"{class_names[predicted]} ({probabilities[index, predicted]:.0%})"
+        colour = "black"
+        if labels is not None:
+            truth = int(labels[index])
+            colour = "tab:green" if predicted == truth else "tab:red"
+            text += f"\ntrue class: {class_names[truth]}"
+        image_ax.set_title(text, color=colour, fontsize="medium")
+        bar_colours = [
+            "tab:green" if labels is not None and c == int(labels[index]) else "tab:blue"
+            for c in order
+        ]
+        positions = np.arange(top)[::-1]
+        bar_ax.barh(positions, probabilities[index, order], color=bar_colours)
+        bar_ax.set_yticks(positions, [class_names[c] for c in order], fontsize="small")
+        bar_ax.set_xlim(0, 1)
+        bar_ax.set_xlabel("confidence")
+        bar_ax.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -82,3 +82,20 @@ def test_token_maps_draw_one_panel_per_map_with_the_query_outlined():
     assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
     assert len(fig.axes[0].patches) == 1 and len(fig.axes[1].patches) == 0
     assert len(fig.axes[0].images) == 2  # the image and the heatmap over it
+
+
+def test_predictions_show_each_image_above_its_most_likely_classes():
+    from helpers.plots import plot_predictions
+
+    images = np.random.default_rng(4).uniform(0, 255, (4, 8, 8, 3))
+    probabilities = np.full((4, 6), 0.02)
+    probabilities[np.arange(4), [0, 1, 2, 3]] = 0.9
+    fig = plot_predictions(images, probabilities, list("abcdef"), labels=[0, 1, 5, 3], top=3,
+                           columns=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[0] == "a (90%)\ntrue class: a" and titles[2].startswith("c (90%)")
+    bar_axes = [ax for ax in fig.axes if ax.patches]
+    assert len(bar_axes) == 4 and all(len(ax.patches) == 3 for ax in bar_axes)
+    ticks = {tick.get_position()[1]: tick.get_text() for tick in bar_axes[0].get_yticklabels()}
+    assert ticks[max(ticks)] == "a"  # the most likely class on top
+    assert not fig.axes[-1].axison  # 4 images in rows of 3: the spare panels are blank

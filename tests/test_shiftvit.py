@@ -1,0 +1,239 @@
+"""The ShiftViT notebook: its exported layers against NumPy, its parameters, its smoke run.
+
+The fast tests run on the active backend (TensorFlow by default; also run them
+with KERAS_BACKEND=jax and KERAS_BACKEND=torch).
+"""
+
+import ast
+
+import keras
+import nbformat
+import numpy as np
+import papermill
+import pytest
+from bs4 import BeautifulSoup
+from keras import ops
+
+from helpers.augment import augmentation_pipeline
+from helpers.layers import StochasticDepth
+from helpers.records import read_record
+from helpers.shiftvit import Shift, create_shiftvit_classifier, patch_merging, shift_block
+
+from conftest import ROOT
+
+NOTEBOOK = ROOT / "book" / "shiftvit.ipynb"
+
+
+def numpy_shift(x, num_div, s):
+    """Reference: the official code's assignments into a zero map, channels last."""
+    g = x.shape[-1] // num_div
+    out = np.zeros_like(x)
+    out[:, :, :-s, :g] = x[:, :, s:, :g]  # left
+    out[:, :, s:, g:2 * g] = x[:, :, :-s, g:2 * g]  # right
+    out[:, :-s, :, 2 * g:3 * g] = x[:, s:, :, 2 * g:3 * g]  # up
+    out[:, s:, :, 3 * g:4 * g] = x[:, :-s, :, 3 * g:4 * g]  # down
+    out[..., 4 * g:] = x[..., 4 * g:]
+    return out
+
+
+def shift(x, num_div, s):
+    return ops.convert_to_numpy(Shift(num_div, s)(x))
+
+
+@pytest.mark.parametrize("channels,num_div,s", [
+    (4, 4, 1), (12, 4, 2), (20, 5, 1), (13, 4, 2), (48, 12, 3), (96, 12, 1), (30, 12, 2),
+])
+def test_shift_moves_four_groups_by_shift_pixel(channels, num_div, s):
+    x = np.random.default_rng(channels).normal(size=(2, 7, 6, channels)).astype("float32")
+    np.testing.assert_array_equal(shift(x, num_div, s), numpy_shift(x, num_div, s))
+
+
+def test_shift_moves_each_group_its_own_way_and_zeroes_what_it_leaves():
+    x = np.arange(1, 1 + 5 * 5, dtype="float32").reshape(1, 5, 5, 1).repeat(5, axis=-1)
+    out = shift(x, 5, 2)
+    ramp = x[0, :, :, 0]
+    np.testing.assert_array_equal(out[0, :, :3, 0], ramp[:, 2:])  # left: column w takes w + 2
+    np.testing.assert_array_equal(out[0, :, 2:, 1], ramp[:, :3])  # right
+    np.testing.assert_array_equal(out[0, :3, :, 2], ramp[2:, :])  # up
+    np.testing.assert_array_equal(out[0, 2:, :, 3], ramp[:3, :])  # down
+    for channel, vacated in ((0, np.s_[:, 3:]), (1, np.s_[:, :2]), (2, np.s_[3:, :]),
+                             (3, np.s_[:2, :])):
+        assert (out[0, :, :, channel][vacated] == 0).all()
+    np.testing.assert_array_equal(out[0, :, :, 4], ramp)
+
+
+@pytest.mark.parametrize("channels", [96, 192, 384, 768])
+def test_a_third_of_the_channels_move_at_every_stage_width(channels):
+    x = np.random.default_rng(0).normal(size=(1, 4, 4, channels)).astype("float32")
+    moved = (shift(x, 12, 1) != x).any(axis=(0, 1, 2))
+    assert moved.sum() == channels // 3 and moved[:channels // 3].all()
+
+
+def test_shift_has_no_weights_and_round_trips_through_its_config():
+    layer = Shift(num_div=8, shift_pixel=2, name="s")
+    layer.build((None, 6, 6, 16))
+    assert layer.count_params() == 0
+    clone = Shift.from_config(layer.get_config())
+    assert (clone.num_div, clone.shift_pixel, clone.name) == (8, 2, "s")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"num_div": 3}, "num_div must be >= 4, got 3"),
+    ({"shift_pixel": 0}, "shift_pixel must be >= 1, got 0"),
+    ({"num_div": 12.0}, "num_div must be an integer, got 12.0"),
+    ({"shift_pixel": True}, "shift_pixel must be an integer, got True"),
+])
+def test_shift_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Shift(**kwargs)
+
+
+def test_shift_rejects_maps_it_would_empty_and_too_few_channels():
+    with pytest.raises(ValueError, match="shift_pixel=2 must be smaller than the 2x2"):
+        Shift(12, 2)(keras.Input((2, 2, 24)))
+    with pytest.raises(ValueError, match="num_div=12 groups need at least 12 channels, got 8"):
+        Shift(12, 1)(keras.Input((4, 4, 8)))
+
+
+def test_a_shift_block_with_a_zero_mlp_is_the_shift_alone():
+    """The residual branch starts after the shift: x -> Shift(x) + MLP(LN(Shift(x)))."""
+    inputs = keras.Input((5, 5, 12))
+    block = keras.Model(inputs, shift_block(inputs, 4, 1, 2, 0.0, 0.0))
+    dense = [layer for layer in block.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [24, 12]
+    last = dense[-1]
+    last.set_weights([np.zeros_like(w) for w in last.get_weights()])
+    x = np.random.default_rng(1).normal(size=(2, 5, 5, 12)).astype("float32")
+    out = ops.convert_to_numpy(block(x, training=False))
+    np.testing.assert_allclose(out, numpy_shift(x, 4, 1), atol=1e-6)
+
+
+def test_patch_merging_halves_the_side_and_doubles_the_channels():
+    for side, merged_side in ((12, 6), (6, 3), (3, 2)):
+        out = patch_merging(keras.Input((side, side, 8)))
+        assert tuple(out.shape) == (None, merged_side, merged_side, 16)
+
+
+def test_full_size_model_has_the_parameter_count_of_the_recipe():
+    """CIFAR-10 defaults: 48 px crops, patch 4, 96 channels, stages [2, 4, 8, 2], MLP ratio 2."""
+    augmentation = augmentation_pipeline(normalize="rescale", image_size=52, crop_size=48)
+    model = create_shiftvit_classifier((32, 32, 3), 10, augmentation, 4, 96, [2, 4, 8, 2])
+    block = lambda c: 2 * c + (c * 2 * c + 2 * c) + (2 * c * c + c)  # noqa: E731
+    merge = lambda c: 2 * c + 2 * 2 * c * 2 * c  # noqa: E731
+    widths = [96, 192, 384, 768]
+    expected = (4 * 4 * 3 * 96 + 96) + 768 * 10 + 10
+    expected += sum(n * block(c) for n, c in zip([2, 4, 8, 2], widths))
+    expected += sum(merge(c) for c in widths[:3])
+    assert model.count_params() == expected == 11_690_602
+    shifts = [layer for layer in model.layers if isinstance(layer, Shift)]
+    assert [s.output.shape[1] for s in shifts] == [12] * 2 + [6] * 4 + [3] * 8 + [2] * 2
+    assert model.output_shape == (None, 10)
+
+
+def test_drop_path_grows_linearly_over_the_whole_network():
+    augmentation = augmentation_pipeline(normalize="rescale")
+    model = create_shiftvit_classifier((16, 16, 3), 3, augmentation, 4, 12, [2, 3],
+                                       stochastic_depth_rate=0.2)
+    rates = [layer.rate for layer in model.layers if isinstance(layer, StochasticDepth)]
+    np.testing.assert_allclose(rates, [0.0, 0.05, 0.1, 0.15, 0.2])
+
+
+def test_the_model_round_trips_through_a_keras_file(tmp_path):
+    augmentation = augmentation_pipeline(normalize="rescale", image_size=20, crop_size=16,
+                                         seed=0)
+    model = create_shiftvit_classifier((16, 16, 3), 4, augmentation, 4, 12, [1, 1],
+                                       num_div=4, shift_pixel=1)
+    path = tmp_path / "shiftvit.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    images = np.random.default_rng(2).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(images, training=False)),
+                               ops.convert_to_numpy(model(images, training=False)), atol=1e-6)
+    restored = [layer for layer in loaded.layers if isinstance(layer, Shift)]
+    assert [(s.num_div, s.shift_pixel) for s in restored] == [(4, 1), (4, 1)]
+
+
+def test_shiftvit_defaults_are_the_full_recipe():
+    declared = papermill.inspect_notebook(str(NOTEBOOK))
+    defaults = {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+    assert defaults | {
+        "dataset": "cifar10", "validation_split": 0.2, "image_size": 52, "crop_size": 48,
+        "patch_size": 4, "projected_dim": 96, "num_shift_blocks_per_stages": [2, 4, 8, 2],
+        "num_div": 12, "shift_pixel": 1, "mlp_expand_ratio": 2, "mlp_dropout_rate": 0.2,
+        "stochastic_depth_rate": 0.2, "epsilon": 1e-5, "learning_rate": 1e-3,
+        "weight_decay": 1e-4, "lr_schedule": "cosine", "warmup_fraction": 0.15,
+        "epochs": 100, "batch_size": 256, "early_stopping_patience": 5,
+    } == defaults
+
+
+@pytest.mark.parametrize("parameters,message", [
+    ({"num_div": 3}, "parameter num_div must be >= 4"),
+    ({"shift_pixel": 2}, "parameter shift_pixel must be smaller than the smallest feature map "
+                         "it shifts: 48 px crops, 4 px patches and 4 stages give maps of "
+                         "[12, 6, 3, 2] px, got 2"),
+    ({"patch_size": 5}, "parameter patch_size must divide crop_size=48, got 5"),
+    ({"stochastic_depth_rate": 1.0}, "parameter stochastic_depth_rate must be in [0, 1), got 1.0"),
+    ({"learning_rate": 0}, "parameter learning_rate must be > 0, got 0"),
+    ({"num_shift_blocks_per_stages": [2, "4"]},
+     "parameter num_shift_blocks_per_stages must be a list of int"),
+])
+def test_bad_parameters_stop_the_shiftvit_notebook_at_once(tmp_path, parameters, message):
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
+                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    assert failure.value.ename == "ValueError"
+    assert message in failure.value.evalue
+    executed = nbformat.read(output, as_version=4)
+    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+
+
+# End to end, on the book built once per session with the smoke profile.
+
+def executed_outputs(smoke_build):
+    nb = nbformat.read(smoke_build["site"] / "book" / "shiftvit.ipynb", as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+@pytest.mark.slow
+def test_shiftvit_smoke_run_learns_well_above_chance(smoke_build):
+    results = smoke_build["site"] / "book" / "results"
+    record = read_record(results / "shiftvit.json")
+    assert record["dataset"] == "digits" and record["backend"] == "tensorflow"
+    assert record["epochs"] == record["parameters"]["epochs"] == 10
+    assert record["feature_sides"] == [8, 4]
+    assert record["test_top1"] > 0.7, record["test_top1"]  # 10 classes: chance is 10%
+    assert record["history"]["loss"][-1] < record["history"]["loss"][0]
+    assert (results / record["model_file"]).stat().st_size > 0
+    print(f"ShiftViT smoke: top-1 {record['test_top1']:.2%}, notebook "
+          f"{smoke_build['seconds']['shiftvit']:.0f} s, training {record['train_seconds']:.0f} s")
+
+
+@pytest.mark.slow
+def test_executed_shiftvit_notebook_has_its_figures_and_no_errors(smoke_build):
+    outputs = executed_outputs(smoke_build)
+    assert not [o for o in outputs if o.output_type == "error"]
+    # augmentation, learning curves, the shift before/after, predictions
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
+    html = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("data:image/png;base64" in h and "Animation" in h for h in html)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "Shift matches the NumPy slicing reference" in text
+    assert "loaded it back: same logits" in text
+    assert "Epoch 10/10" in text and "\r" not in text
+
+
+@pytest.mark.slow
+def test_site_has_the_shiftvit_page_with_its_figures_and_numbers(smoke_build):
+    path = smoke_build["site"] / "_build" / "html" / "book" / "shiftvit.html"
+    page = BeautifulSoup(path.read_text(), "html.parser")
+    assert "ShiftViT: attention replaced by a shift" in page.title.text
+    assert len([img for img in page.find_all("img") if "_images/" in img.get("src", "")]) >= 4
+    # the animation of the shift: matplotlib's player, its frames embedded in the page
+    assert page.find("img", id=lambda value: value and value.startswith("_anim_img"))
+    assert "data:image/png;base64" in str(page)
+    record = read_record(smoke_build["site"] / "book" / "results" / "shiftvit.json")
+    text = " ".join(page.get_text().split())
+    assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
+    assert f"{record['params']:,} parameters" in text
+    assert "10 epochs on digits, Keras backend tensorflow)" in text
