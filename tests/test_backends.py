@@ -26,6 +26,23 @@ LAYERS = {
     "augment.RandomPadCrop": ("helpers.augment", "RandomPadCrop",
                               {"pad": 2, "size": 10}, [(2, 12, 12, 3)]),
     "layers.StochasticDepth": ("helpers.layers", "StochasticDepth", {"rate": 0.3}, [(2, 5, 4)]),
+    "spt_lsa.ShiftedPatchTokenization": ("helpers.spt_lsa", "ShiftedPatchTokenization",
+                                         {"image_size": 12, "patch_size": 4,
+                                          "projection_dim": 8}, [(2, 12, 12, 3)]),
+    "spt_lsa.LocalitySelfAttention": ("helpers.spt_lsa", "LocalitySelfAttention",
+                                      {"num_heads": 2, "key_dim": 4}, [(2, 9, 8), (2, 9, 8)]),
+    "perceiver.FourierFeatures": ("helpers.perceiver", "FourierFeatures",
+                                  {"grid_size": 4, "num_bands": 3}, [(2, 16, 5)]),
+    "perceiver.CrossAttention": ("helpers.perceiver", "CrossAttention",
+                                 {"num_heads": 2}, [(2, 4, 8), (2, 16, 6)]),
+    "perceiver.LatentTransformerBlock": ("helpers.perceiver", "LatentTransformerBlock",
+                                         {"num_heads": 2, "key_dim": 4, "hidden_units": 16},
+                                         [(2, 4, 8)]),
+    "cct.CCTTokenizer": ("helpers.cct", "CCTTokenizer",
+                         {"num_output_channels": [4, 8]}, [(2, 12, 12, 3)]),
+    "cct.SequencePooling": ("helpers.cct", "SequencePooling", {}, [(2, 9, 8)]),
+    "shiftvit.Shift": ("helpers.shiftvit", "Shift", {"num_div": 4, "shift_pixel": 1},
+                       [(2, 5, 6, 8)]),
 }
 
 RUN = textwrap.dedent(

@@ -18,6 +18,15 @@ from helpers.distribute import data_parallel
 
 pytestmark = pytest.mark.slow
 
+# Two virtual CPU devices. XLA's CPU collectives abort the process when a device
+# waits longer than a built-in timeout for the other at an all-reduce; on a
+# loaded 2-core machine one virtual device can fall that far behind, so the
+# timeouts are raised well above the length of these runs.
+XLA_FLAGS = ("--xla_force_host_platform_device_count=2"
+             " --xla_cpu_collective_call_warn_stuck_timeout_seconds=300"
+             " --xla_cpu_collective_call_terminate_timeout_seconds=900"
+             " --xla_cpu_collective_timeout_seconds=900")
+
 RUN = textwrap.dedent(
     """
     import json, sys
@@ -51,7 +60,7 @@ RUN = textwrap.dedent(
 
 def run(backend, mode, n_train=648, n_test=202):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+           "XLA_FLAGS": XLA_FLAGS}
     done = subprocess.run([sys.executable, "-c", RUN, backend, mode, str(n_train), str(n_test)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -98,7 +107,7 @@ def test_the_vit_notebook_trains_data_parallel_on_two_jax_devices(tmp_path):
     from conftest import ROOT
 
     # The kernel inherits this process's environment.
-    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": XLA_FLAGS}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
