@@ -3,6 +3,7 @@
     python -m helpers.book --profile smoke              # offline, minutes on a CPU
     python -m helpers.book --profile full --backend jax # the papers' recipes, on a GPU
     python -m helpers.book --profile smoke --notebooks vit -p epochs 3 --no-html
+    python -m helpers.book --profile smoke --notebooks cct   # again, keeping the other pages
 
 Every notebook listed in ``_toc.yml`` is executed with the parameters of the
 chosen profile (``profiles.yml``) into a build tree that mirrors the source
@@ -10,6 +11,9 @@ chosen profile (``profiles.yml``) into a build tree that mirrors the source
 the committed notebooks stay right. The site is then built from the executed
 copies with Jupyter Book, execution off and warnings as errors:
 ``_build/site/_build/html/index.html``.
+
+With ``--notebooks``, only those notebooks are executed; the site keeps the
+executed copies of the others from the previous build in the same build tree.
 
 Parameter names a notebook does not declare are rejected before anything runs
 (papermill itself would only warn).
@@ -97,8 +101,18 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
         )
 
 
-def prepare_tree(source: Path, site: Path) -> None:
-    """A fresh build tree with the site's files and every non-notebook file of book/."""
+def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
+    """A fresh build tree with the site's files and every non-notebook file of book/.
+
+    The executed copies of the notebooks in ``keep`` (and their records) are
+    carried over from the previous build tree.
+    """
+    kept = {}
+    for notebook in keep:
+        record = (site / notebook).parent / "results" / f"{notebook.stem}.json"
+        for path in (site / notebook, record):
+            if path.is_file():
+                kept[path.relative_to(site)] = path.read_bytes()
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
@@ -106,6 +120,9 @@ def prepare_tree(source: Path, site: Path) -> None:
         shutil.copy2(source / name, site / name)
     ignore = shutil.ignore_patterns("*.ipynb", "results", ".ipynb_checkpoints", "__pycache__")
     shutil.copytree(source / "book", site / "book", ignore=ignore)
+    for relative, content in kept.items():
+        (site / relative).parent.mkdir(parents=True, exist_ok=True)
+        (site / relative).write_bytes(content)
 
 
 def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend: str) -> float:
@@ -211,7 +228,17 @@ def run(
         check_parameters(source / notebook, parameters)
 
     site = (source / build_dir / "site").resolve()
-    prepare_tree(source, site)
+    # The site shows every notebook of the table of contents: with --notebooks,
+    # the others keep their executed copies from the previous build.
+    others = [nb for nb in toc_notebooks(source) if nb not in notebooks]
+    if html:
+        missing = [str(nb) for nb in others if not (site / nb).is_file()]
+        if missing:
+            raise BookError(
+                f"the site needs every notebook executed, and {site} has no executed "
+                f"{', '.join(missing)}: run the whole book once first, or add --no-html"
+            )
+    prepare_tree(source, site, keep=others if html else [])
     seconds = {nb.stem: execute(source, site, nb, params, backend) for nb, params in plan}
     index = build_html(site) if html else None
     for name, value in seconds.items():
@@ -221,9 +248,23 @@ def run(
     return {"site": site, "index": index, "seconds": seconds}
 
 
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _parse_value(text: str):
+    """A command-line value read as YAML: 3 -> int, 0.5 -> float, [64, 32] -> list.
+
+    YAML 1.1 (PyYAML) reads ``1e-3`` as a string (it wants ``1.0e-3``); a number
+    written with an exponent is a float here.
+    """
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and _EXPONENT_NUMBER.match(value.strip()):
+        return float(value)
+    return value
+
+
 def _parse_overrides(pairs) -> dict:
-    # Values are read as YAML, as papermill's -y does: 3 -> int, 1e-3 -> float, [64] -> list.
-    return {name: yaml.safe_load(value) for name, value in pairs or []}
+    return {name: _parse_value(value) for name, value in pairs or []}
 
 
 def main(argv=None) -> int:

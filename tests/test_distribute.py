@@ -100,35 +100,45 @@ def test_disabled_data_parallel_is_one_default_device():
         assert devices == ["default device"]
 
 
-def test_the_vit_notebook_trains_data_parallel_on_two_jax_devices(tmp_path):
+# A small version of the ViT smoke run.
+NOTEBOOK_RUNS = {
+    "vit": {"dataset": "digits", "epochs": 4, "batch_size": 64, "image_size": 16,
+            "patch_size": 4, "projection_dim": 16, "num_heads": 2, "transformer_layers": 1,
+            "mlp_head_units": [32]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_RUNS))
+def test_a_notebook_trains_data_parallel_on_two_jax_devices(tmp_path, name):
     import nbformat
     import papermill
 
     from conftest import ROOT
+    from helpers import book
 
+    notebook = ROOT / "book" / f"{name}.ipynb"
+    parameters = book.notebook_parameters(book.load_profile(ROOT, "smoke"), notebook,
+                                          {**NOTEBOOK_RUNS[name], "results_dir": "out",
+                                           "data_parallel": True})
     # The kernel inherits this process's environment.
     env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": XLA_FLAGS}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        papermill.execute_notebook(
-            str(ROOT / "book/vit.ipynb"), str(tmp_path / "vit.ipynb"),
-            parameters={"dataset": "digits", "epochs": 4, "batch_size": 64, "image_size": 16,
-                        "patch_size": 4, "projection_dim": 16, "num_heads": 2,
-                        "transformer_layers": 1, "mlp_head_units": [32], "results_dir": "out",
-                        "data_parallel": True},
-            kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+        papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name),
+                                   parameters=parameters, kernel_name="python3",
+                                   progress_bar=False, cwd=str(tmp_path))
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    executed = nbformat.read(tmp_path / "vit.ipynb", as_version=4)
+    executed = nbformat.read(tmp_path / notebook.name, as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
                    for o in c.outputs)
     assert "training on cpu:0, cpu:1" in text
-    record = json.loads((tmp_path / "out" / "vit.json").read_text())
+    record = json.loads((tmp_path / "out" / f"{name}.json").read_text())
     assert record["backend"] == "jax" and record["epochs"] == 4
     assert record["history"]["loss"][-1] < record["history"]["loss"][0]
-    assert record["test_top1"] > 0.15  # four epochs of a tiny model; chance is 0.1
+    assert record["test_top1"] > 0.15  # four epochs of a small model; chance is 0.1

@@ -1,0 +1,58 @@
+"""The runner's command line and partial runs (helpers.book)."""
+
+import shutil
+
+import nbformat
+import pytest
+
+from helpers import book
+from helpers.records import read_record
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), ("0.5", 0.5), ("1e-3", 1e-3), ("-2.5E+2", -250.0), ("[64, 32]", [64, 32]),
+    ("true", True), ("cifar10", "cifar10"), ("data/my.npz", "data/my.npz"), ("1e-3x", "1e-3x"),
+])
+def test_command_line_values_are_read_as_yaml_with_exponents_as_floats(text, value):
+    parsed = book._parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_a_partial_site_build_needs_the_other_notebooks_executed_before(tmp_path):
+    with pytest.raises(book.BookError, match="has no executed book/spt_lsa.ipynb"):
+        book.run("smoke", source=ROOT, build_dir=tmp_path, only=["vit"])
+    assert not (tmp_path / "site").exists()  # refused before anything ran
+
+
+@pytest.mark.slow
+def test_a_run_of_one_notebook_keeps_the_other_executed_pages(smoke_build, tmp_path):
+    shutil.copytree(smoke_build["site"], tmp_path / "site")
+    result = book.run("smoke", source=ROOT, build_dir=tmp_path, only=["vit"],
+                      overrides={"epochs": 1})
+    assert set(result["seconds"]) == {"vit"}
+    records = result["site"] / "book" / "results"
+    assert read_record(records / "vit.json")["epochs"] == 1
+    assert result["index"].is_file()
+    for notebook in book.toc_notebooks(ROOT):
+        assert (result["site"] / "_build" / "html" / notebook.with_suffix(".html")).is_file()
+        copy = nbformat.read(result["site"] / notebook, as_version=4)
+        assert any(c.get("outputs") for c in copy.cells if c.cell_type == "code"), notebook
+        assert (records / f"{notebook.stem}.json").is_file()
+        if notebook.stem != "vit":  # the page of the previous build, unchanged
+            assert (result["site"] / notebook).read_bytes() == (smoke_build["site"] / notebook).read_bytes()
+
+
+def test_every_citation_of_the_book_is_in_the_bibliography():
+    import re
+
+    import pybtex.database
+
+    keys = set(pybtex.database.parse_file(str(ROOT / "references.bib")).entries)
+    cited = set()
+    for path in (ROOT / "book").glob("*.*"):
+        if path.suffix in (".md", ".ipynb"):
+            for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", path.read_text()):
+                cited.update(key.strip() for key in group.split(","))
+    assert cited and cited <= keys, sorted(cited - keys)
