@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
-import numpy as np
 from keras import ops
 
 from helpers.data import Dataset

@@ -26,7 +26,7 @@ from helpers.cct import (
 from helpers.layers import StochasticDepth
 from helpers.records import read_record
 
-from conftest import ROOT
+from conftest import ROOT, assert_stops_before_loading_data
 
 NOTEBOOK = ROOT / "book" / "cct.ipynb"
 
@@ -289,11 +289,7 @@ def run_notebook(tmp_path, parameters):
      "parameter transformer_units must end with projection_dim=128"),
 ])
 def test_bad_parameters_stop_the_cct_notebook_at_once(tmp_path, parameters, message):
-    error, executed = run_notebook(tmp_path, parameters)
-    assert error.ename == "ValueError"
-    assert message in error.evalue
-    # It failed in the checking cell, before any data was loaded.
-    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+    assert_stops_before_loading_data(NOTEBOOK, tmp_path, parameters, message)
 
 
 def test_too_many_tokenizer_stages_for_the_images_stop_the_notebook_before_training(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from helpers.book import toc_notebooks
 from helpers.parameters import COMMON_PARAMETERS
 
-from conftest import ROOT
+from conftest import ROOT, assert_stops_before_loading_data
 
 NOTEBOOKS = toc_notebooks(ROOT)
 
@@ -93,16 +93,7 @@ def test_vit_defaults_are_the_full_recipe():
     ({"learning_rate": 0}, "parameter learning_rate must be > 0, got 0.0"),
 ])
 def test_bad_parameters_stop_the_vit_notebook_at_once(tmp_path, parameters, message):
-    output = tmp_path / "out.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(str(ROOT / "book/vit.ipynb"), str(output),
-                                   parameters=parameters, kernel_name="python3",
-                                   progress_bar=False, cwd=str(tmp_path))
-    assert failure.value.ename == "ValueError"
-    assert message in failure.value.evalue
-    # It failed in the checking cell, before any data was loaded.
-    executed = nbformat.read(output, as_version=4)
-    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+    assert_stops_before_loading_data(ROOT / "book/vit.ipynb", tmp_path, parameters, message)
 
 
 def test_vit_notebook_trains_on_a_local_npz_with_its_own_classes(tmp_path, digits):

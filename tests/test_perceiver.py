@@ -23,7 +23,7 @@ from helpers.perceiver import (
     create_perceiver_classifier,
 )
 
-from conftest import ROOT
+from conftest import ROOT, assert_stops_before_loading_data
 
 NOTEBOOK = ROOT / "book" / "perceiver.ipynb"
 
@@ -324,14 +324,7 @@ def test_each_bad_value_is_one_value_error_naming_the_parameter(overrides, messa
     ({"learning_rate": "fast"}, "parameter learning_rate must be a number, got 'fast'"),
 ])
 def test_bad_parameters_stop_the_perceiver_notebook_at_once(tmp_path, parameters, message):
-    output = tmp_path / "out.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    assert failure.value.ename == "ValueError"
-    assert message in failure.value.evalue
-    executed = nbformat.read(output, as_version=4)
-    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+    assert_stops_before_loading_data(NOTEBOOK, tmp_path, parameters, message)
 
 
 # The smoke build (slow: the whole book executed once per session)

@@ -19,7 +19,7 @@ from helpers.layers import StochasticDepth
 from helpers.records import read_record
 from helpers.shiftvit import Shift, create_shiftvit_classifier, patch_merging, shift_block
 
-from conftest import ROOT
+from conftest import ROOT, assert_stops_before_loading_data
 
 NOTEBOOK = ROOT / "book" / "shiftvit.ipynb"
 
@@ -178,14 +178,7 @@ def test_shiftvit_defaults_are_the_full_recipe():
      "parameter num_shift_blocks_per_stages must be a list of int"),
 ])
 def test_bad_parameters_stop_the_shiftvit_notebook_at_once(tmp_path, parameters, message):
-    output = tmp_path / "out.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    assert failure.value.ename == "ValueError"
-    assert message in failure.value.evalue
-    executed = nbformat.read(output, as_version=4)
-    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
+    assert_stops_before_loading_data(NOTEBOOK, tmp_path, parameters, message)
 
 
 # End to end, on the book built once per session with the smoke profile.

@@ -25,7 +25,7 @@ from helpers.spt_lsa import (
 )
 from helpers.vit import attention_scores, create_vit_classifier
 
-from conftest import ROOT
+from conftest import ROOT, assert_stops_before_loading_data
 
 NOTEBOOK = ROOT / "book" / "spt_lsa.ipynb"
 DIRECTIONS = ("left-up", "left-down", "right-up", "right-down")  # the source's order
@@ -334,16 +334,7 @@ def test_spt_lsa_defaults_are_the_source_recipe_with_its_schedule_applied():
     ({"lr_schedule": "step"}, "parameter lr_schedule must be one of 'constant', 'cosine'"),
 ])
 def test_bad_parameters_stop_the_spt_lsa_notebook_at_once(tmp_path, parameters, message):
-    output = tmp_path / "out.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    assert failure.value.ename == "ValueError"
-    assert message in failure.value.evalue
-    # It failed in the checking cell, before any data was loaded.
-    executed = nbformat.read(output, as_version=4)
-    assert not any("load_dataset(" in c.source and c.get("execution_count")
-                   for c in executed.cells)
+    assert_stops_before_loading_data(NOTEBOOK, tmp_path, parameters, message)
 
 
 # --- the smoke run in the built book (slow) ---------------------------------------------
