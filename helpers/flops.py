@@ -1,0 +1,98 @@
+"""FLOPs per image of a model's forward pass, counted by XLA.
+
+The count is XLA's cost analysis of the model's inference call on one image,
+taken before optimization: a matrix product of (m, k) by (k, n) counts
+2·m·k·n, every elementwise operation (normalization, softmax, activations,
+the input pipeline's resize) one per output element. It is the same
+definition for every model, and it needs no table of per-layer formulas that
+custom layers (locality self-attention, cross-attention, shifts) would have
+to keep up to date.
+
+XLA's cost analysis is reached through JAX, so the count is always taken on
+the JAX backend: in this process when Keras runs on JAX, otherwise in a child
+process (``python -m helpers.flops``, ``KERAS_BACKEND=jax``) that rebuilds
+the models from their notebook parameters (``helpers.models``). A model has
+the same count whichever backend trains it.
+
+    flops = models_flops([{"name": "vit", "parameters": record["parameters"],
+                           "input_shape": [32, 32, 3], "num_classes": 100}])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def count_flops(model, input_shape) -> int:
+    """FLOPs of ``model`` on one image of ``input_shape`` at inference (JAX backend only)."""
+    import jax
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError("count_flops needs the JAX backend; use models_flops from others")
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def forward(trainable, non_trainable, images):
+        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
+
+    images = jax.ShapeDtypeStruct((1, *input_shape), "float32")
+    cost = jax.jit(forward).lower(trainable, non_trainable, images).cost_analysis()
+    if isinstance(cost, list):  # older JAX: one dict per computation
+        cost = cost[0]
+    return int(cost["flops"])
+
+
+def _count_specs(specs: list[dict]) -> list[int]:
+    import keras
+
+    from helpers.models import build_model, dataset_shape
+
+    counts = []
+    for spec in specs:
+        input_shape, num_classes = spec.get("input_shape"), spec.get("num_classes")
+        if input_shape is None or num_classes is None:
+            input_shape, num_classes = dataset_shape(spec["parameters"])
+        model = build_model(spec["name"], spec["parameters"], input_shape, num_classes)
+        counts.append(count_flops(model, input_shape))
+        keras.backend.clear_session()
+    return counts
+
+
+def models_flops(specs: list[dict]) -> list[int]:
+    """FLOPs per image of each ``{"name", "parameters"[, "input_shape", "num_classes"]}``.
+
+    ``name`` is a notebook of ``helpers.models.MODELS`` and ``parameters`` its
+    complete parameter dict (a record's ``parameters`` field, say).
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return _count_specs(specs)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    done = subprocess.run(
+        [sys.executable, "-m", "helpers.flops"], input=json.dumps(specs), env=env,
+        capture_output=True, text=True,
+    )
+    if done.returncode:
+        raise RuntimeError(f"counting FLOPs on the JAX backend failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    """Read a JSON list of specs on stdin, print their FLOPs as a JSON list."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        print("run with KERAS_BACKEND=jax", file=sys.stderr)
+        return 2
+    print(json.dumps(_count_specs(json.loads(sys.stdin.read()))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
