@@ -1,0 +1,220 @@
+"""Training-step throughput of the book's five models, on random data.
+
+    python -m helpers.bench                                  # all five, full size
+    python -m helpers.bench --backend jax --dtype-policy mixed_bfloat16
+    python -m helpers.bench --models vit cct --batch-size 64 --jit-compile false
+    python -m helpers.bench --profile smoke --steps 3 --repeats 2   # a quick try
+
+Each model is built at its notebook's default configuration (``--profile
+smoke`` for the small ones of ``profiles.yml``) by ``helpers.models``, compiled
+with the notebook's optimizer, and trained on random images and labels of its
+dataset's shape: ``--warmup`` epochs of ``--steps`` steps first (compilation,
+autotuning), then ``--repeats`` timed epochs. The figure is the median over
+the timed epochs of images per second; the spread (min to max) is printed
+too. Peak device memory is read where the backend reports it
+(``helpers.measure``: PyTorch and TensorFlow on a GPU), and FLOPs per image
+are XLA's count (``helpers.flops``).
+
+A table goes to stdout and everything (options, environment, every timing) to
+a JSON file (``--output``, default ``_build/bench/<backend>.json``).
+This is a measurement to read, not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BACKENDS = ("tensorflow", "jax", "torch")
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _epoch_timer():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Seconds of each epoch's training batches."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            # Keras has turned the epoch's metrics into numbers by now, which
+            # waits for the device to finish the epoch's steps.
+            self.seconds.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, warmup: int,
+                repeats: int, jit_compile, seed: int = 0) -> dict:
+    """Time ``repeats`` epochs of ``steps`` training steps of one model; returns a result dict."""
+    import keras
+    import numpy as np
+
+    from helpers.measure import memory_source, peak_memory_bytes
+    from helpers.models import build_model, dataset_shape, optimizer_for
+
+    input_shape, num_classes = dataset_shape(parameters)
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (steps * batch_size, *input_shape)).astype("float32")
+    labels = rng.integers(0, num_classes, steps * batch_size).astype("int32")
+    keras.utils.set_random_seed(seed)
+    model = build_model(name, parameters, input_shape, num_classes, x_sample=images[:256])
+    model.compile(
+        optimizer=optimizer_for(name, parameters),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    timer = _epoch_timer()
+
+    def train():
+        model.fit(images, labels, batch_size=batch_size, epochs=warmup + repeats,
+                  shuffle=False, verbose=0, callbacks=[timer])
+
+    peak = peak_memory_bytes(train)
+    timed = timer.seconds[warmup:]
+    rates = [steps * batch_size / s for s in timed]
+    result = {
+        "model": name,
+        "params": int(model.count_params()),
+        "batch_size": batch_size,
+        "steps": steps,
+        "warmup_epochs": warmup,
+        "repeats": repeats,
+        "images_per_second": statistics.median(rates),
+        "images_per_second_min": min(rates),
+        "images_per_second_max": max(rates),
+        "step_milliseconds": 1000 * statistics.median(timed) / steps,
+        "warmup_seconds": sum(timer.seconds[:warmup]),
+        "epoch_seconds": timer.seconds,
+        "peak_memory_bytes": peak,
+        "memory_source": memory_source(),
+    }
+    keras.backend.clear_session()
+    return result
+
+
+def format_table(results: list[dict]) -> str:
+    """The printed table: one line per model."""
+    header = (f"{'model':<10} {'params':>11} {'GFLOPs/img':>10} {'batch':>5} "
+              f"{'images/s':>10} {'(min-max)':>15} {'ms/step':>9} {'peak MiB':>9}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        spread = f"{r['images_per_second_min']:.0f}-{r['images_per_second_max']:.0f}"
+        peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
+        flops = "-" if r.get("flops_per_image") is None else f"{r['flops_per_image'] / 1e9:.3f}"
+        lines.append(
+            f"{r['model']:<10} {r['params']:>11,} {flops:>10} {r['batch_size']:>5} "
+            f"{r['images_per_second']:>10.1f} {spread:>15} {r['step_milliseconds']:>9.1f} {peak:>9}"
+        )
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from helpers.models import MODELS
+
+    parser = argparse.ArgumentParser(
+        description="Median training throughput of the book's models on random data."
+    )
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    parser.add_argument("--profile", default="full",
+                        help="configurations: full (the notebooks' defaults) or smoke")
+    parser.add_argument("--batch-size", type=_positive,
+                        help="images per step (default: each notebook's batch_size)")
+    parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default="float32",
+                        help="Keras dtype policy: mixed precision computes in 16 bits")
+    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+                        help="compiled training steps (XLA on TensorFlow and JAX, "
+                             "torch.compile on PyTorch with true)")
+    parser.add_argument("--steps", type=_positive, default=20, help="training steps per epoch")
+    parser.add_argument("--warmup", type=_positive, default=1, help="untimed epochs first")
+    parser.add_argument("--repeats", type=_positive, default=5, help="timed epochs")
+    parser.add_argument("--no-flops", action="store_true", help="skip counting FLOPs")
+    parser.add_argument("--output", type=Path, help="JSON file (default _build/bench/<backend>.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
+            print("error: --backend must be chosen before Keras is imported", file=sys.stderr)
+            return 2
+        os.environ["KERAS_BACKEND"] = args.backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from helpers.flops import models_flops
+    from helpers.models import profile_parameters
+    from helpers.records import describe_environment, environment
+
+    try:
+        configs = {name: profile_parameters(name, args.profile) for name in args.models}
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    backend = keras.backend.backend()
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    print(describe_environment(), flush=True)
+    print(f"profile {args.profile}, dtype policy {args.dtype_policy}, jit_compile "
+          f"{args.jit_compile}, {args.warmup} warm-up + {args.repeats} timed epochs of "
+          f"{args.steps} steps", flush=True)
+
+    keras.config.set_dtype_policy(args.dtype_policy)
+    results = []
+    for name, parameters in configs.items():
+        batch_size = args.batch_size or parameters["batch_size"]
+        print(f"== {name}: batch {batch_size} ...", flush=True)
+        result = bench_model(name, parameters, batch_size=batch_size, steps=args.steps,
+                             warmup=args.warmup, repeats=args.repeats, jit_compile=jit)
+        print(f"   {result['images_per_second']:.1f} images/s "
+              f"(warm-up {result['warmup_seconds']:.1f} s)", flush=True)
+        results.append(result)
+    keras.config.set_dtype_policy("float32")
+
+    if not args.no_flops:
+        print("== counting FLOPs (XLA, on the JAX backend)", flush=True)
+        specs = [{"name": name, "parameters": p} for name, p in configs.items()]
+        for result, flops in zip(results, models_flops(specs)):
+            result["flops_per_image"] = flops
+
+    print()
+    print(format_table(results))
+    output = args.output or Path("_build") / "bench" / f"{backend}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "environment": environment(),
+        "options": {
+            "profile": args.profile, "dtype_policy": args.dtype_policy,
+            "jit_compile": args.jit_compile, "steps": args.steps, "warmup": args.warmup,
+            "repeats": args.repeats, "batch_size": args.batch_size,
+        },
+        "parameters": configs,
+        "results": results,
+    }
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
