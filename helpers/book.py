@@ -14,9 +14,15 @@ copies with Jupyter Book, execution off and warnings as errors:
 
 With ``--notebooks``, only those notebooks are executed; the site keeps the
 executed copies of the others from the previous build in the same build tree.
+Summary pages (``SUMMARY_PAGES``: the results page, which reads every
+notebook's record) run after the others, on every run, and are told the
+profile's name (their ``profile`` parameter).
 
-Parameter names a notebook does not declare are rejected before anything runs
-(papermill itself would only warn).
+A profile's ``common`` values and ``-p`` overrides go to the notebooks that
+declare them. A common name that no notebook of the book declares, an override
+that no executed notebook declares, or a name of a notebook's own section that
+the notebook does not declare is rejected before anything runs (papermill
+itself would only warn).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ _NATIVE_LOG_LINE = re.compile(
     r"|To enable the following instructions:)"
 )
 SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
+# Pages built from the other notebooks' records: executed last, on every run.
+SUMMARY_PAGES = ("results",)
 
 
 class BookError(RuntimeError):
@@ -70,6 +78,11 @@ def toc_notebooks(source: Path) -> list[Path]:
     return [Path(f + ".ipynb") for f in toc_files(source) if (source / f"{f}.ipynb").is_file()]
 
 
+def model_notebooks(source: Path) -> list[Path]:
+    """The notebooks that train a model and write a record (all but the summary pages)."""
+    return [nb for nb in toc_notebooks(source) if nb.stem not in SUMMARY_PAGES]
+
+
 def load_profile(source: Path, name: str) -> dict:
     profiles = yaml.safe_load((source / "profiles.yml").read_text())
     if name not in profiles:
@@ -85,9 +98,22 @@ def declared_parameters(notebook: Path) -> dict:
     return papermill.inspect_notebook(str(notebook))
 
 
-def notebook_parameters(profile: dict, notebook: Path, overrides: dict) -> dict:
-    """The profile's common values, then the notebook's section, then ``overrides``."""
-    return {**profile["common"], **profile["notebooks"].get(notebook.stem, {}), **overrides}
+def notebook_parameters(
+    profile: dict, notebook: Path, overrides: dict, declared: dict | None = None
+) -> dict:
+    """The profile's common values, then the notebook's section, then ``overrides``.
+
+    With ``declared`` (the notebook's parameters), common values and overrides
+    that the notebook does not declare are left out; its own section is kept
+    whole, so that a misspelt name there is caught by ``check_parameters``.
+    """
+    def shared(values: dict) -> dict:
+        if declared is None:
+            return dict(values)
+        return {name: value for name, value in values.items() if name in declared}
+
+    section = profile["notebooks"].get(notebook.stem, {})
+    return {**shared(profile["common"]), **section, **shared(overrides)}
 
 
 def check_parameters(notebook: Path, parameters: dict) -> None:
@@ -222,10 +248,27 @@ def run(
             raise BookError(f"no notebook {', '.join(unknown)} in _toc.yml")
         notebooks = [nb for nb in notebooks if nb.stem in only]
 
+    summaries = [nb for nb in toc_notebooks(source) if nb.stem in SUMMARY_PAGES]
+    notebooks = [nb for nb in notebooks if nb not in summaries] + summaries
+
     # Reject every bad parameter name before executing anything.
-    plan = [(nb, notebook_parameters(profile, nb, overrides or {})) for nb in notebooks]
-    for notebook, parameters in plan:
+    overrides = overrides or {}
+    plan, seen = [], set()
+    for notebook in notebooks:
+        declared = declared_parameters(source / notebook)
+        seen.update(declared)
+        parameters = notebook_parameters(profile, notebook, overrides, declared)
+        if notebook.stem in SUMMARY_PAGES and "profile" in declared:
+            parameters.setdefault("profile", profile_name)
         check_parameters(source / notebook, parameters)
+        plan.append((notebook, parameters))
+    book_wide = set().union(*(declared_parameters(source / nb) for nb in toc_notebooks(source)))
+    unknown = sorted(set(profile["common"]) - book_wide) + sorted(set(overrides) - seen)
+    if unknown:
+        raise BookError(
+            f"unknown parameter(s) {', '.join(unknown)}: no executed notebook declares "
+            f"{'it' if len(unknown) == 1 else 'them'}"
+        )
 
     site = (source / build_dir / "site").resolve()
     # The site shows every notebook of the table of contents: with --notebooks,
@@ -276,7 +319,8 @@ def main(argv=None) -> int:
     parser.add_argument("--notebooks", nargs="+", metavar="NAME", help="execute only these notebooks")
     parser.add_argument(
         "-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-        help="override a parameter of every executed notebook (value read as YAML)",
+        help="override a parameter of every executed notebook that declares it "
+             "(value read as YAML)",
     )
     parser.add_argument("--no-html", action="store_true", help="execute only, do not build the site")
     parser.add_argument("--build-dir", default="_build", type=Path, help="where the build tree goes")

@@ -19,10 +19,15 @@ from collections.abc import Iterable, Mapping
 COMMON_PARAMETERS = ("dataset", "epochs", "batch_size", "seed", "n_train", "n_test", "results_dir")
 
 
-def collect(namespace: Mapping) -> dict:
-    """The annotated parameters of a notebook namespace (``globals()``), type-checked."""
+def collect(namespace: Mapping, *, common: bool = True) -> dict:
+    """The annotated parameters of a notebook namespace (``globals()``), type-checked.
+
+    ``common=False`` is for a page that trains nothing (the results page): the
+    parameters every training notebook shares are then neither required nor checked.
+    """
     annotations = namespace.get("__annotations__", {})
-    missing = [name for name in COMMON_PARAMETERS if name not in annotations]
+    required = COMMON_PARAMETERS if common else ()
+    missing = [name for name in required if name not in annotations]
     if missing:
         raise ValueError(f"the parameters cell must declare {', '.join(missing)}")
     values = {}
@@ -34,7 +39,8 @@ def collect(namespace: Mapping) -> dict:
                 f"({type(value).__name__})"
             )
         values[name] = float(value) if annotation is float else value
-    _check_common(values)
+    if common:
+        _check_common(values)
     return values
 
 

@@ -13,6 +13,7 @@ from bs4 import BeautifulSoup
 from PIL import Image
 
 from helpers import book
+from helpers.models import MODELS, TITLES, build_model
 from helpers.records import read_record
 
 from conftest import ROOT
@@ -29,7 +30,8 @@ def html(smoke_build, page):
 
 
 def test_unknown_parameters_are_rejected_before_anything_runs(tmp_path):
-    with pytest.raises(book.BookError, match="unknown parameter\\(s\\) dropout, eppochs"):
+    with pytest.raises(book.BookError,
+                       match="unknown parameter\\(s\\) dropout, eppochs: no executed notebook"):
         book.run("smoke", source=ROOT, build_dir=tmp_path, overrides={"eppochs": 1, "dropout": 0.1})
     assert not (tmp_path / "site").exists()
 
@@ -47,7 +49,12 @@ def test_profiles_only_use_declared_parameters():
     for name in profiles:
         profile = book.load_profile(ROOT, name)
         for notebook in book.toc_notebooks(ROOT):
-            book.check_parameters(ROOT / notebook, book.notebook_parameters(profile, notebook, {}))
+            declared = book.declared_parameters(ROOT / notebook)
+            parameters = book.notebook_parameters(profile, notebook, {}, declared)
+            book.check_parameters(ROOT / notebook, parameters)
+        # a common value reaches every notebook that trains a model
+        for notebook in book.model_notebooks(ROOT):
+            assert set(profile["common"]) <= set(book.declared_parameters(ROOT / notebook))
 
 
 def test_the_build_tree_mirrors_the_source(smoke_build):
@@ -110,6 +117,40 @@ def test_site_shows_the_glued_numbers_of_the_run(smoke_build):
     assert "10 epochs on digits, Keras backend tensorflow)" in text  # strings without quotes
 
 
+def test_the_results_page_tables_every_record_and_plots_it(smoke_build):
+    records = {name: read_record(smoke_build["site"] / "book" / "results" / f"{name}.json")
+               for name in MODELS}
+    page = html(smoke_build, "book/results.html")
+    text = " ".join(page.get_text(" ").split())
+    assert "profile smoke" in text and "tensorflow" in text and "digits" in text
+    table = next(t for t in page.find_all("table") if "MFLOPs per image" in t.get_text())
+    rows = table.find("tbody").find_all("tr")
+    assert [row.find("a")["href"] for row in rows] == [f"{name}.html" for name in MODELS]
+    for row, (name, record) in zip(rows, records.items()):
+        cells = [td.get_text(strip=True) for td in row.find_all("td")]
+        assert cells[0] == TITLES[name]
+        assert cells[3] == f"{record['params']:,}"
+        assert float(cells[4].replace(",", "")) > 0  # MFLOPs, counted from the model
+        assert cells[7] == f"{100 * record['test_top1']:.2f}%"
+        assert cells[8] == f"{100 * record['test_top5']:.2f}%"
+    images = [img for img in page.find_all("img") if "_images/" in img["src"]]
+    assert images
+    with Image.open(smoke_build["site"] / "_build" / "html" / "book" / images[0]["src"]) as picture:
+        assert picture.width > 500 and picture.height > 200
+    # the page cites the papers whose numbers it quotes
+    cited = {a.get_text() for a in page.select("a.reference.internal[href^='references.html#']")}
+    assert {"Dosovitskiy et al., 2021", "Lee et al., 2021", "Jaegle et al., 2021",
+            "Hassani et al., 2021", "Wang et al., 2022"} <= cited
+
+
+def test_each_notebooks_model_is_rebuilt_from_its_record_with_the_same_size(smoke_build):
+    for name in MODELS:
+        record = read_record(smoke_build["site"] / "book" / "results" / f"{name}.json")
+        model = build_model(name, record["parameters"], record["image_shape"],
+                            record["num_classes"])
+        assert model.count_params() == record["params"], name
+
+
 def test_site_embeds_the_widget_state(smoke_build):
     page = html(smoke_build, "book/vit.html")
     state = page.find("script", type="application/vnd.jupyter.widget-state+json")
@@ -144,7 +185,7 @@ def test_every_notebook_runs_and_learns_on_the_other_backends(tmp_path, backend)
     before = os.environ.get("KERAS_BACKEND")
     result = book.run("smoke", source=ROOT, build_dir=tmp_path, backend=backend, html=False)
     assert os.environ.get("KERAS_BACKEND") == before  # the runner leaves the caller's backend
-    for notebook in book.toc_notebooks(ROOT):
+    for notebook in book.model_notebooks(ROOT):
         record = read_record(result["site"] / "book" / "results" / f"{notebook.stem}.json")
         assert record["backend"] == backend
         assert record["history"]["loss"][-1] < record["history"]["loss"][0], notebook

@@ -15,7 +15,7 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.book import toc_notebooks
+from helpers.book import SUMMARY_PAGES, toc_notebooks
 from helpers.parameters import COMMON_PARAMETERS
 
 from conftest import ROOT, assert_stops_before_loading_data
@@ -67,7 +67,8 @@ def test_every_parameter_is_typed_commented_and_seen_by_papermill(path):
     annotated = [node.target.id for node in ast.parse(source).body if isinstance(node, ast.AnnAssign)]
     assigned = [node for node in ast.parse(source).body if isinstance(node, ast.Assign)]
     assert not assigned, "every parameter needs a type annotation"
-    assert set(COMMON_PARAMETERS) <= set(annotated)
+    if path.stem not in SUMMARY_PAGES:  # a summary page trains nothing
+        assert set(COMMON_PARAMETERS) <= set(annotated)
     for line in source.splitlines():
         if line and not line.startswith("#"):
             assert "  # " in line, f"parameter line without a comment: {line}"
@@ -150,3 +151,13 @@ def test_a_notebook_killed_mid_training_resumes_when_run_again(tmp_path):
                    for o in c.outputs)
     assert f"Epoch {record['resumed_epochs'] + 1}/8" in text and "Epoch 1/8" not in text
     assert f"resumed after epoch {record['resumed_epochs']}" in text
+
+
+@pytest.mark.parametrize("parameters,message", [
+    ({"results_dir": "no_such_folder"},
+     "parameter results_dir must be a folder of records, got 'no_such_folder'"),
+    ({"results_dir": "."}, "parameter results_dir must hold a record of at least one notebook"),
+    ({"profile": 3}, "parameter profile must be a string, got 3"),
+])
+def test_bad_parameters_stop_the_results_page_at_once(tmp_path, parameters, message):
+    assert_stops_before_loading_data(ROOT / "book/results.ipynb", tmp_path, parameters, message)

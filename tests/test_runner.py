@@ -1,6 +1,7 @@
 """The runner's command line and partial runs (helpers.book)."""
 
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -26,12 +27,28 @@ def test_a_partial_site_build_needs_the_other_notebooks_executed_before(tmp_path
     assert not (tmp_path / "site").exists()  # refused before anything ran
 
 
+def test_shared_values_go_only_to_the_notebooks_that_declare_them(tmp_path):
+    profile = book.load_profile(ROOT, "smoke")
+    results = Path("book/results.ipynb")
+    declared = book.declared_parameters(ROOT / results)
+    parameters = book.notebook_parameters(profile, results, {"epochs": 3}, declared)
+    assert parameters == {}  # the runner adds profile
+    vit = Path("book/vit.ipynb")
+    parameters = book.notebook_parameters(profile, vit, {"epochs": 3},
+                                          book.declared_parameters(ROOT / vit))
+    assert parameters["epochs"] == 3 and parameters["patch_size"] == 4
+    # a name that none of the executed notebooks declares is still an error
+    with pytest.raises(book.BookError, match="unknown parameter\\(s\\) epochs: no executed"):
+        book.run("smoke", source=ROOT, build_dir=tmp_path, only=["results"],
+                 overrides={"epochs": 1}, html=False)
+
+
 @pytest.mark.slow
 def test_a_run_of_one_notebook_keeps_the_other_executed_pages(smoke_build, tmp_path):
     shutil.copytree(smoke_build["site"], tmp_path / "site")
     result = book.run("smoke", source=ROOT, build_dir=tmp_path, only=["vit"],
                       overrides={"epochs": 1})
-    assert set(result["seconds"]) == {"vit"}
+    assert list(result["seconds"]) == ["vit", "results"]  # the results page follows
     records = result["site"] / "book" / "results"
     assert read_record(records / "vit.json")["epochs"] == 1
     assert result["index"].is_file()
@@ -39,8 +56,9 @@ def test_a_run_of_one_notebook_keeps_the_other_executed_pages(smoke_build, tmp_p
         assert (result["site"] / "_build" / "html" / notebook.with_suffix(".html")).is_file()
         copy = nbformat.read(result["site"] / notebook, as_version=4)
         assert any(c.get("outputs") for c in copy.cells if c.cell_type == "code"), notebook
-        assert (records / f"{notebook.stem}.json").is_file()
-        if notebook.stem != "vit":  # the page of the previous build, unchanged
+        if notebook.stem not in book.SUMMARY_PAGES:
+            assert (records / f"{notebook.stem}.json").is_file()
+        if notebook.stem not in ("vit", *book.SUMMARY_PAGES):  # previous build, unchanged
             assert (result["site"] / notebook).read_bytes() == (smoke_build["site"] / notebook).read_bytes()
 
 
