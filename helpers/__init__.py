@@ -5,7 +5,9 @@ training loop), ``records`` (result records and glue), ``plots`` (figures),
 ``explorers`` (widgets that work on the static site), ``parameters``
 (parameter checks), ``measure`` (peak device memory of a call), ``vit`` and
 ``perceiver`` (the ViT and Perceiver notebooks' reusable cells, exported),
-``export`` (the exporter) and ``book`` (execute the notebooks, build the site).
+``export`` (the exporter), ``book`` (execute the notebooks, build the site),
+``models`` (the five models rebuilt from a notebook's parameters), ``flops``
+(FLOPs counted by XLA) and ``bench`` (the training-throughput benchmark).
 """
 
 __version__ = "0.1.0"
