@@ -28,6 +28,7 @@ itself would only warn).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -151,6 +152,21 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
         (site / relative).write_bytes(content)
 
 
+@contextlib.contextmanager
+def environment(**values: str):
+    """Set environment variables for the duration of a block, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend: str) -> float:
     """Execute one notebook into the build tree; returns its wall time in seconds."""
     import papermill
@@ -158,33 +174,26 @@ def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend:
     output = site / notebook
     print(f"== executing {notebook} on {backend} with {parameters}", flush=True)
     start = time.perf_counter()
-    # The kernel inherits this process's environment; put it back afterwards so a
-    # caller (a test session, say) keeps its own backend.
-    saved = {key: os.environ.get(key) for key in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The kernel inherits this process's environment; it is put back afterwards so
+    # that a caller (a test session, say) keeps its own backend.
+    log_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        papermill.execute_notebook(
-            str(source / notebook),
-            str(output),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(output.parent),
-            progress_bar=False,
-            stdout_file=sys.stdout,
-            stderr_file=sys.stderr,
-        )
+        with environment(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL=log_level):
+            papermill.execute_notebook(
+                str(source / notebook),
+                str(output),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(output.parent),
+                progress_bar=False,
+                stdout_file=sys.stdout,
+                stderr_file=sys.stderr,
+            )
     except papermill.PapermillExecutionError as error:
         raise BookError(
             f"{notebook} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
             f"(executed copy with the traceback: {output})"
         ) from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     seconds = time.perf_counter() - start
     strip_native_logs(output)
     print(f"== {notebook} done in {seconds:.0f} s", flush=True)

@@ -121,19 +121,10 @@ def test_a_notebook_trains_data_parallel_on_two_jax_devices(tmp_path, name):
                                           {**NOTEBOOK_RUNS[name], "results_dir": "out",
                                            "data_parallel": True})
     # The kernel inherits this process's environment.
-    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": XLA_FLAGS}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with book.environment(KERAS_BACKEND="jax", XLA_FLAGS=XLA_FLAGS):
         papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name),
                                    parameters=parameters, kernel_name="python3",
                                    progress_bar=False, cwd=str(tmp_path))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     executed = nbformat.read(tmp_path / notebook.name, as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
                    for o in c.outputs)

@@ -1,5 +1,6 @@
 """The runner's command line and partial runs (helpers.book)."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -74,3 +75,14 @@ def test_every_citation_of_the_book_is_in_the_bibliography():
             for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", path.read_text()):
                 cited.update(key.strip() for key in group.split(","))
     assert cited and cited <= keys, sorted(cited - keys)
+
+
+def test_the_environment_of_a_run_is_put_back_even_after_an_error(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.delenv("BOOK_TEST_FLAG", raising=False)
+    with pytest.raises(RuntimeError):
+        with book.environment(KERAS_BACKEND="jax", BOOK_TEST_FLAG="1"):
+            assert os.environ["KERAS_BACKEND"] == "jax"
+            raise RuntimeError("a failed cell")
+    assert os.environ["KERAS_BACKEND"] == "tensorflow"
+    assert "BOOK_TEST_FLAG" not in os.environ
