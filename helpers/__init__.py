@@ -7,7 +7,8 @@ training loop), ``records`` (result records and glue), ``plots`` (figures),
 ``perceiver`` (the ViT and Perceiver notebooks' reusable cells, exported),
 ``export`` (the exporter), ``book`` (execute the notebooks, build the site),
 ``models`` (the five models rebuilt from a notebook's parameters), ``flops``
-(FLOPs counted by XLA) and ``bench`` (the training-throughput benchmark).
+(FLOPs counted by XLA), ``bench`` (the training-throughput benchmark) and
+``colab`` (the notebooks' Colab badge and setup cell).
 """
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ from bs4 import BeautifulSoup
 from PIL import Image
 
 from helpers import book
+from helpers.colab import BADGE_IMAGE
 from helpers.models import MODELS, TITLES, build_model
 from helpers.records import read_record
 
@@ -106,6 +107,9 @@ def test_site_links_colab_to_the_committed_notebook(smoke_build):
     assert expected in links
     assert (ROOT / "book" / "vit.ipynb").is_file()
     assert config["repository"]["url"] in links  # the repository button
+    page = html(smoke_build, "book/vit.html")
+    assert not page.find("img", src=BADGE_IMAGE)  # the notebook's own badge is not on the site
+    assert "COLAB_BACKEND" in page.get_text()  # its Colab setup cell is
 
 
 def test_site_shows_the_glued_numbers_of_the_run(smoke_build):
