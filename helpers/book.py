@@ -48,6 +48,8 @@ _NATIVE_LOG_LINE = re.compile(
     r"|To enable the following instructions:)"
 )
 SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
+# Static files of the site: the vendored widget manager and MathJax (helpers.vendor).
+SITE_FOLDERS = ("vendor",)
 # Pages built from the other notebooks' records: executed last, on every run.
 SUMMARY_PAGES = ("results",)
 
@@ -145,6 +147,8 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
     site.mkdir(parents=True)
     for name in SITE_FILES:
         shutil.copy2(source / name, site / name)
+    for name in SITE_FOLDERS:
+        shutil.copytree(source / name, site / name)
     ignore = shutil.ignore_patterns("*.ipynb", "results", ".ipynb_checkpoints", "__pycache__")
     shutil.copytree(source / "book", site / "book", ignore=ignore)
     for relative, content in kept.items():
