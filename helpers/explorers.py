@@ -1,13 +1,16 @@
 """Interactive explorers that keep working on the static site.
 
 An explorer pre-renders one picture per slider position and links the slider
-to a ``Stack`` of images with ``jslink``, a link that runs in the browser. The
+to a ``Stack`` of pictures with ``jslink``, a link that runs in the browser. The
 saved widget state therefore responds on the rendered site, where there is no
-Python kernel to call back.
+Python kernel to call back. Each picture is an ``<img>`` with alt text in an
+``HTML`` widget (``ipywidgets.Image`` has no alt attribute).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
@@ -19,6 +22,14 @@ from helpers.plots import figure_png, plot_patches
 def divisors(size: int, smallest: int = 2) -> list[int]:
     """Patch sizes that tile a ``size``-pixel image exactly, at least ``smallest``."""
     return [p for p in range(smallest, size) if size % p == 0]
+
+
+def picture(png: bytes, alt: str) -> widgets.HTML:
+    """A PNG as an ``<img>`` with alt text, inside an ``HTML`` widget."""
+    source = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return widgets.HTML(
+        f'<img src="{source}" alt="{html.escape(alt, quote=True)}" style="max-width: 100%">'
+    )
 
 
 def patch_size_explorer(
@@ -43,7 +54,11 @@ def patch_size_explorer(
     for size in patch_sizes:
         patches = np.asarray(extract_patches(image, size))
         fig = plot_patches(image, patches, size)
-        pages.append(widgets.Image(value=figure_png(fig), format="png"))
+        height, width = np.shape(image)[:2]
+        alt = (f"Left: the {height}x{width} image with a {size}x{size}-pixel grid drawn on it. "
+               f"Right: its {len(patches)} patches in reading order, each a token of "
+               f"{patches.shape[-1]} values; smaller patches mean more, smaller tokens.")
+        pages.append(picture(figure_png(fig), alt))
     stack = widgets.Stack(pages)
     slider = widgets.SelectionSlider(
         options=patch_sizes,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import io
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -106,6 +108,19 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def animation_html(movie, alt: str, **to_jshtml) -> str:
+    """A matplotlib animation as a self-contained HTML player, with alt text.
+
+    ``Animation.to_jshtml`` links Font Awesome 4 from a CDN for its button
+    icons; the link is dropped so the page needs no other host (the book's site
+    theme ships its own Font Awesome, which draws the same icons). ``alt``
+    describes the animation to screen readers: it goes on the player's image.
+    """
+    page = movie.to_jshtml(**to_jshtml)
+    page = re.sub(r"<link[^>]*font-awesome[^>]*>\s*", "", page)
+    return re.sub(r"<img id=", f'<img alt="{html.escape(alt, quote=True)}" id=', page, count=1)
 
 
 def plot_token_maps(image, maps, titles=None, marks=None, title=None, alpha=0.55, cmap="inferno"):

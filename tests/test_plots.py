@@ -1,3 +1,5 @@
+import base64
+
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_link import Link
 import matplotlib
@@ -5,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+from bs4 import BeautifulSoup  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers.explorers import divisors, patch_size_explorer  # noqa: E402
@@ -69,7 +72,12 @@ def test_explorer_links_its_slider_to_one_picture_per_patch_size():
     slider, stack = box.children
     assert list(slider.options) == [2, 4, 8] and slider.value == 4
     assert len(stack.children) == 3 and stack.selected_index == 1
-    assert all(bytes(page.value).startswith(b"\x89PNG") for page in stack.children)
+    for page, size in zip(stack.children, [2, 4, 8]):
+        img = BeautifulSoup(page.value, "html.parser").img
+        assert base64.b64decode(img["src"].removeprefix("data:image/png;base64,")).startswith(
+            b"\x89PNG")
+        assert f"{size}x{size}-pixel grid" in img["alt"]
+        assert f"its {(16 // size) ** 2} patches" in img["alt"]
     links = [w for w in widgets.Widget.widgets.values() if isinstance(w, Link)]
     assert any(link.source == (slider, "index") and link.target == (stack, "selected_index")
                for link in links)
@@ -99,3 +107,21 @@ def test_predictions_show_each_image_above_its_most_likely_classes():
     ticks = {tick.get_position()[1]: tick.get_text() for tick in bar_axes[0].get_yticklabels()}
     assert ticks[max(ticks)] == "a"  # the most likely class on top
     assert not fig.axes[-1].axison  # 4 images in rows of 3: the spare panels are blank
+
+
+def test_animation_player_is_self_contained():
+    from matplotlib import animation
+
+    from helpers.plots import animation_html
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    line, = ax.plot([0, 1], [0, 1])
+    movie = animation.FuncAnimation(fig, lambda i: (line.set_ydata([0, i]),), frames=3)
+    page = animation_html(movie, alt='A line "rising"', fps=4)
+    plt.close(fig)
+    assert "font-awesome" in movie.to_jshtml(fps=4)  # what matplotlib itself writes
+    assert "<link" not in page and "http" not in page
+    assert page.count("data:image/png;base64") == 3 and "fa-play" in page
+    assert page.count('<img alt="A line &quot;rising&quot;" id=') == 1
