@@ -98,6 +98,26 @@ def test_site_has_the_vit_page_with_its_figures(smoke_build):
             assert picture.width > 100 and picture.height > 100
 
 
+def test_every_figure_has_alt_text_on_the_site(smoke_build):
+    """A cell that draws a figure carries its alt text (myst-nb's mystnb.image.alt)."""
+    figures = 0
+    for notebook in book.toc_notebooks(ROOT):
+        nb = nbformat.read(smoke_build["site"] / notebook, as_version=4)
+        alts = set()
+        for cell in nb.cells:
+            if cell.cell_type == "code" and any(
+                    "image/png" in output.get("data", {}) for output in cell.outputs):
+                alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+                assert len(alt) >= 40, f"{notebook}: a figure without alt text: {cell.source[:80]}"
+                alts.add(alt)
+                figures += 1
+        page = html(smoke_build, str(notebook.with_suffix(".html")))
+        shown = {img.get("alt") for img in page.find_all("img")
+                 if "_images/" in img.get("src", "")}
+        assert alts == shown, notebook
+    assert figures >= 20
+
+
 def test_site_links_colab_to_the_committed_notebook(smoke_build):
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     repo = config["repository"]["url"].removeprefix("https://github.com/")
@@ -160,7 +180,7 @@ def test_site_embeds_the_widget_state(smoke_build):
     state = page.find("script", type="application/vnd.jupyter.widget-state+json")
     models = json.loads(state.string)["state"].values()
     names = {m["model_name"] for m in models}
-    assert {"SelectionSliderModel", "StackModel", "ImageModel", "LinkModel"} <= names
+    assert {"SelectionSliderModel", "StackModel", "HTMLModel", "LinkModel"} <= names
     assert page.find("script", type="application/vnd.jupyter.widget-view+json")
 
 

@@ -1,0 +1,199 @@
+"""The built site in a real browser: headless Chromium driven by Playwright.
+
+The site is served from localhost and every request to another host is
+blocked and recorded, so these tests also prove that the pages need no CDN:
+the widget manager and MathJax come from the site's own ``_static/vendor/``.
+Set ``CHROMIUM`` to the browser's executable when it is not on the PATH as
+``chromium``, ``chromium-browser`` or ``google-chrome``.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from helpers import book
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+def chromium_executable() -> str | None:
+    candidates = [os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"]
+    for candidate in filter(None, candidates):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def site_url(smoke_build):
+    root = smoke_build["site"] / "_build" / "html"
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("no Chromium found: set CHROMIUM to its executable")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """One page load, with everything that went wrong on the way."""
+
+    def __init__(self, browser, site_url, path):
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.errors, self.offsite, self.failed = [], [], []
+        local = urlparse(site_url).netloc
+
+        def route(request_route):
+            url = request_route.request.url
+            if urlparse(url).scheme in ("http", "https") and urlparse(url).netloc != local:
+                self.offsite.append(url)
+                request_route.abort()
+            else:
+                request_route.continue_()
+
+        self.context.route("**/*", route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda message: message.type == "error"
+                     and self.errors.append(f"console: {message.text} ({message.location})"))
+        self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        self.page.on("response", lambda response: response.status >= 400
+                     and self.failed.append(f"{response.status} {response.url}"))
+        self.page.goto(f"{site_url}/{path}", wait_until="load")
+        self.page.wait_for_load_state("networkidle")
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def visit(browser, site_url):
+    opened = []
+
+    def open_page(path):
+        opened.append(Visit(browser, site_url, path))
+        return opened[-1]
+
+    yield open_page
+    for page in opened:
+        page.close()
+
+
+def site_pages() -> list[str]:
+    """Every page of the table of contents, plus the index, search and general index."""
+    pages = [str(notebook.with_suffix(".html")) for notebook in book.toc_notebooks(ROOT)]
+    return ["index.html", "book/intro.html", *pages, "book/references.html",
+            "search.html", "genindex.html"]
+
+
+IMAGES = """() => [...document.images].map(img => ({
+    src: img.currentSrc.slice(0, 80), complete: img.complete, width: img.naturalWidth,
+    alt: img.getAttribute('alt'), content: !!img.closest('article')}))"""
+
+
+@pytest.mark.parametrize("path", site_pages())
+def test_every_page_loads_without_errors_and_needs_no_other_host(visit, path):
+    page = visit(path)
+    assert page.errors == []
+    assert page.failed == []
+    assert page.offsite == []
+
+
+@pytest.mark.parametrize("path", [str(n.with_suffix(".html")) for n in book.toc_notebooks(ROOT)])
+def test_every_figure_decodes_and_has_alt_text(visit, path):
+    page = visit(path)
+    images = page.page.evaluate(IMAGES)
+    figures = [image for image in images if image["content"]]
+    assert figures, "no figures on the page"
+    for image in images:  # the theme's own images (the Colab logo) included
+        assert image["complete"] and image["width"] > 0, image
+        assert image["alt"], image
+    for figure in figures:  # the book's figures say what they show
+        assert len(figure["alt"]) >= 40, figure
+
+
+def test_equations_are_typeset_by_the_sites_own_mathjax(visit):
+    page = visit("book/vit.html").page
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+    page.evaluate("() => MathJax.startup.promise")
+    assert page.evaluate("() => MathJax.version").startswith("3.")
+    scripts = page.evaluate("() => [...document.scripts].map(s => s.src).filter(Boolean)")
+    assert any(src.split("?")[0].endswith("/_static/mathjax/tex-mml-chtml.js") for src in scripts)
+    sources = page.locator(".math").count()
+    typeset = page.locator("mjx-container").count()
+    assert sources > 0 and typeset >= sources
+    assert page.locator("mjx-merror").count() == 0
+
+
+def visible_patch_picture(page):
+    """Alt text of the explorer's picture that the Stack shows now."""
+    pictures = page.locator(".jupyter-widgets img[alt*='-pixel grid']")
+    shown = [pictures.nth(i) for i in range(pictures.count()) if pictures.nth(i).is_visible()]
+    assert len(shown) == 1, f"{len(shown)} explorer pictures visible"
+    return shown[0].get_attribute("alt")
+
+
+def test_the_patch_explorer_renders_and_follows_its_slider(visit):
+    page = visit("book/vit.html").page
+    handle = page.locator(".jupyter-widgets .noUi-handle")
+    handle.wait_for(state="visible", timeout=30_000)
+    readout = page.locator(".jupyter-widgets .widget-readout")
+    assert "patch size" in page.locator(".jupyter-widgets .widget-label").first.inner_text()
+    before_size, before_alt = readout.inner_text(), visible_patch_picture(page)
+    assert f"{before_size}x{before_size}-pixel grid" in before_alt
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "(before) => document.querySelector('.jupyter-widgets .widget-readout').innerText !== before",
+        arg=before_size)
+    after_size, after_alt = readout.inner_text(), visible_patch_picture(page)
+    assert int(after_size) > int(before_size)
+    assert f"{after_size}x{after_size}-pixel grid" in after_alt and after_alt != before_alt
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(
+        "(before) => document.querySelector('.jupyter-widgets .widget-readout').innerText === before",
+        arg=before_size)
+    assert visible_patch_picture(page) == before_alt
+
+
+@pytest.mark.parametrize("notebook", book.toc_notebooks(ROOT), ids=lambda n: n.stem)
+def test_the_colab_button_opens_the_committed_notebook(visit, notebook):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repository = config["repository"]["url"].removeprefix("https://github.com/")
+    folder = config["repository"].get("path_to_book") or ""
+    expected = (f"{config['launch_buttons']['colab_url']}/github/{repository}/blob/"
+                f"{config['repository']['branch']}/{folder}{notebook.as_posix()}")
+    page = visit(str(notebook.with_suffix(".html"))).page
+    page.locator("button[aria-label='Launch interactive content']").click()
+    # (Bootstrap turns the button's title into a tooltip, so find it by its link)
+    button = page.locator(f"a.dropdown-item[href^='{config['launch_buttons']['colab_url']}']")
+    button.wait_for(state="visible")
+    assert button.get_attribute("href") == expected
+    assert (ROOT / notebook).is_file()
