@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
 
 from helpers.data import Dataset
@@ -240,6 +241,103 @@ class _RunLog(keras.callbacks.Callback):
         return {key: [e["logs"].get(key, float("nan")) for e in self.epochs] for key in keys}
 
 
+class _CallbackStates(keras.callbacks.Callback):
+    """Backs up the counters of Keras's stateful callbacks, and restores them on resume.
+
+    ``BackupAndRestore`` brings back the weights, the optimizer (step count,
+    moments, a learning rate cut by ``ReduceLROnPlateau``) and the epoch, but a
+    callback object starts every ``fit`` afresh. Without this, a resumed run
+    would count its early-stopping patience from zero and forget the best
+    weights it was to restore. It must come after the callbacks it watches, so
+    that it saves their state once they have seen the epoch, and before
+    ``BackupAndRestore``, so that no epoch's backup lacks their state; its
+    ``restorer`` comes before them, so that they begin the first resumed epoch
+    with their state back.
+    """
+
+    COUNTERS = {
+        keras.callbacks.EarlyStopping: ("wait", "best", "best_epoch"),
+        keras.callbacks.ReduceLROnPlateau: ("wait", "best", "cooldown_counter"),
+    }
+
+    def __init__(self, callbacks: list, backup_dir: Path):
+        super().__init__()
+        self.watched = [
+            (callback, names)
+            for callback in callbacks
+            for kind, names in self.COUNTERS.items()
+            if isinstance(callback, kind)
+        ]
+        self.backup_dir = backup_dir
+        self._started = False
+        self.restorer = keras.callbacks.LambdaCallback(on_epoch_begin=self._restore)
+
+    @property
+    def _path(self):
+        return self.backup_dir / "callbacks.json"
+
+    def _weights_path(self, index, epoch):
+        return self.backup_dir / f"callback{index}-epoch{epoch}.npz"
+
+    def _restore(self, epoch, logs=None):
+        if self._started:
+            return
+        self._started = True
+        if epoch > 0 and self._path.exists():
+            # The state saved at the end of the epoch the backup resumes after.
+            saved = json.loads(self._path.read_text()).get(str(epoch - 1))
+            for index, ((callback, names), state) in enumerate(zip(self.watched, saved or [])):
+                for name in names:
+                    setattr(callback, name, state[name])
+                if state.get("weights_epoch") is not None:
+                    with np.load(self._weights_path(index, state["weights_epoch"])) as stored:
+                        callback.best_weights = [stored[f"w{i}"] for i in range(len(stored))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.watched:
+            return
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        states = []
+        for index, (callback, names) in enumerate(self.watched):
+            state = {name: _plain(getattr(callback, name, None)) for name in names}
+            weights = getattr(callback, "best_weights", None)
+            if weights is not None:
+                # best_weights changes only at a better epoch: store each version once.
+                state["weights_epoch"] = callback.best_epoch
+                path = self._weights_path(index, callback.best_epoch)
+                if not path.exists():
+                    temporary = path.with_suffix(".tmp.npz")
+                    np.savez(temporary, **{f"w{i}": w for i, w in enumerate(weights)})
+                    temporary.replace(path)
+            states.append(state)
+        saved = json.loads(self._path.read_text()) if self._path.exists() else {}
+        # Keep this epoch and the one before: a kill before BackupAndRestore
+        # has saved this epoch resumes from the one before.
+        saved = {key: value for key, value in saved.items() if int(key) >= epoch - 1}
+        saved[str(epoch)] = states
+        temporary = self._path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(saved))
+        temporary.replace(self._path)
+        # Best weights that neither kept epoch refers to are stale.
+        kept = {self._weights_path(index, state["weights_epoch"])
+                for states in saved.values()
+                for index, state in enumerate(states) if state.get("weights_epoch") is not None}
+        for path in set(self.backup_dir.glob("callback*-epoch*.npz")) - kept:
+            path.unlink()
+
+    def on_train_end(self, logs=None):
+        self._path.unlink(missing_ok=True)
+        for path in self.backup_dir.glob("callback*-epoch*.npz"):
+            path.unlink()
+
+
+def _plain(value):
+    """A callback counter as JSON can hold it (NumPy and backend scalars to float or int)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return np.asarray(ops.convert_to_numpy(value)).item()
+
+
 def _trim_to_multiple(data: Dataset, multiple: int) -> Dataset:
     """``data`` with each split cut to a multiple of ``multiple`` images (drops < multiple each)."""
 
@@ -292,11 +390,12 @@ def train_and_evaluate(
             epoch of best validation accuracy.
         callbacks: extra Keras callbacks.
         backup_dir: back up the training state there after every epoch
-            (``keras.callbacks.BackupAndRestore`` plus this run's log and
-            best weights). If the process dies, calling this function again
-            with the same model, data and options resumes after the last
-            completed epoch. The folder is the run's own: a finished run
-            deletes it.
+            (``keras.callbacks.BackupAndRestore`` plus this run's log, best
+            weights and the counters of ``EarlyStopping`` and
+            ``ReduceLROnPlateau`` in ``callbacks``). If the process dies,
+            calling this function again with the same model, data and
+            options resumes after the last completed epoch. The folder is
+            the run's own: a finished run deletes it.
         verbose: ``fit`` verbosity; 2 (one line per epoch) keeps executed
             notebooks readable, since every progress-bar update would be
             stored as an output of its own.
@@ -374,7 +473,9 @@ def train_and_evaluate(
     if backup is not None:
         if not model.built:
             model(data.x_train[:1])  # BackupAndRestore needs the weights to exist
-        all_callbacks.append(keras.callbacks.BackupAndRestore(str(backup)))
+        states = _CallbackStates(callbacks or [], backup)
+        all_callbacks[1:1] = [states.restorer]
+        all_callbacks += [states, keras.callbacks.BackupAndRestore(str(backup))]
 
     model.fit(
         data.x_train,
