@@ -320,8 +320,9 @@ class _CallbackStates(keras.callbacks.Callback):
         temporary.replace(self._path)
         # Best weights that neither kept epoch refers to are stale.
         kept = {self._weights_path(index, state["weights_epoch"])
-                for states in saved.values()
-                for index, state in enumerate(states) if state.get("weights_epoch") is not None}
+                for kept_states in saved.values()
+                for index, state in enumerate(kept_states)
+                if state.get("weights_epoch") is not None}
         for path in set(self.backup_dir.glob("callback*-epoch*.npz")) - kept:
             path.unlink()
 
