@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def digits():
-    from helpers.data import load_dataset
+    from helpers.harness.data import load_dataset
 
     return load_dataset("digits")
 
@@ -21,24 +21,44 @@ def digits():
 @pytest.fixture(scope="session")
 def smoke_build(tmp_path_factory):
     """The whole book executed with the smoke profile and built, once per session."""
-    from helpers import book
+    from helpers.book import runner as book
 
     build_dir = tmp_path_factory.mktemp("book")
     return book.run("smoke", source=ROOT, build_dir=build_dir)
 
 
-def assert_stops_before_loading_data(notebook, tmp_path, parameters, message):
-    """Run ``notebook`` with bad ``parameters``: one ValueError with ``message``,
-    raised in the checking cell, before any data was loaded. Returns the executed copy."""
-    import nbformat
-    import papermill
+def start_cell_namespace(notebook, parameters: dict, *, monkeypatch=None) -> dict:
+    """Run ``notebook``'s parameters cell, ``parameters`` injected the way papermill
+    injects them, and its ``start`` cell, in this process; returns the namespace.
 
-    output = tmp_path / "out.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    assert failure.value.ename == "ValueError"
-    assert message in failure.value.evalue
-    executed = nbformat.read(output, as_version=4)
-    assert not any("load_dataset(" in c.source and c.get("execution_count") for c in executed.cells)
-    return executed
+    Papermill's kernel would import Keras again for every case: this runs the
+    same cells in a second. The injected cell is also put in ``In``, IPython's
+    input history, where ``start`` looks for names the notebook does not declare.
+    """
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    index = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    start_cell = next(c for c in code[index + 1:] if "start(globals()" in c.source)
+    injected = "# Parameters\n" + "".join(f"{name} = {value!r}\n"
+                                            for name, value in parameters.items())
+    namespace = {"__name__": "__main__", "In": ["", code[index].source, injected]}
+    exec(compile(code[index].source, f"{notebook.name}:parameters", "exec"), namespace)
+    exec(compile(injected, f"{notebook.name}:injected", "exec"), namespace)
+    exec(compile(start_cell.source, f"{notebook.name}:start", "exec"), namespace)
+    return namespace
+
+
+def assert_stops_before_loading_data(notebook, parameters, message, monkeypatch):
+    """``notebook``'s start cell, given ``parameters``, raises one ValueError containing
+    ``message`` before any data is loaded (in-process: see ``start_cell_namespace``)."""
+    import helpers.harness.data
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the start cell loaded data before failing")
+
+    monkeypatch.setattr(helpers.harness.data, "load_dataset", no_loading)
+    with pytest.raises(ValueError) as failure:
+        start_cell_namespace(notebook, parameters)
+    assert message in str(failure.value)

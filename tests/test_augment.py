@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from helpers.augment import augmentation_pipeline
+from helpers.harness.augment import augmentation_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import yaml
 from bs4 import BeautifulSoup
 from PIL import Image
 
-from helpers import book
-from helpers.colab import BADGE_IMAGE
+from helpers.book import runner
+from helpers.book.colab import BADGE_IMAGE
 from helpers.models import MODELS, TITLES, build_model
-from helpers.records import read_record
+from helpers.harness.records import read_record
 
 from conftest import ROOT
 
@@ -137,7 +137,7 @@ def test_site_shows_the_glued_numbers_of_the_run(smoke_build):
     text = " ".join(html(smoke_build, "book/vit.html").get_text().split())
     top1 = round(100 * record["test_top1"], 2)
     assert f"reached {top1}% top-1" in text
-    assert f"{record['params']:,} parameters" in text
+    assert f"{record['parameter_count']:,} parameters" in text
     assert "10 epochs on digits, Keras backend tensorflow)" in text  # strings without quotes
 
 
@@ -153,7 +153,7 @@ def test_the_results_page_tables_every_record_and_plots_it(smoke_build):
     for row, (name, record) in zip(rows, records.items()):
         cells = [td.get_text(strip=True) for td in row.find_all("td")]
         assert cells[0] == TITLES[name]
-        assert cells[3] == f"{record['params']:,}"
+        assert cells[3] == f"{record['parameter_count']:,}"
         assert float(cells[4].replace(",", "")) > 0  # MFLOPs, counted from the model
         assert cells[7] == f"{100 * record['test_top1']:.2f}%"
         assert cells[8] == f"{100 * record['test_top5']:.2f}%"
@@ -172,7 +172,7 @@ def test_each_notebooks_model_is_rebuilt_from_its_record_with_the_same_size(smok
         record = read_record(smoke_build["site"] / "book" / "results" / f"{name}.json")
         model = build_model(name, record["parameters"], record["image_shape"],
                             record["num_classes"])
-        assert model.count_params() == record["params"], name
+        assert model.count_params() == record["parameter_count"], name
 
 
 def test_site_embeds_the_widget_state(smoke_build):

@@ -12,8 +12,8 @@ import pytest
 from bs4 import BeautifulSoup
 from keras import ops
 
-from helpers.augment import augmentation_pipeline
-from helpers.cct import (
+from helpers.harness.augment import augmentation_pipeline
+from helpers.papers.cct import (
     CCTTokenizer,
     PositionEmbedding,
     SequencePooling,
@@ -23,8 +23,8 @@ from helpers.cct import (
     sequence_pooling_weights,
     token_grid,
 )
-from helpers.layers import StochasticDepth
-from helpers.records import read_record
+from helpers.papers.layers import StochasticDepth
+from helpers.harness.records import read_record
 
 from conftest import ROOT, assert_stops_before_loading_data
 
@@ -344,6 +344,6 @@ def test_cct_page_has_its_figures_and_glued_numbers(smoke_build):
     record = read_record(smoke_build["site"] / "book" / "results" / "cct.json")
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
-    assert f"{record['params']:,} parameters" in text
+    assert f"{record['parameter_count']:,} parameters" in text
     assert f"the CCT has {record['default_params']:,} parameters" in text
     assert f"{record['vit_default_params']:,} of the ViT notebook" in text

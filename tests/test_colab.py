@@ -1,4 +1,4 @@
-"""The Colab badge and setup cell of every notebook (helpers.colab)."""
+"""The Colab badge and setup cell of every notebook (helpers.book.colab)."""
 
 import os
 import shutil
@@ -10,8 +10,8 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import colab
-from helpers.book import toc_notebooks
+from helpers.book import colab
+from helpers.book.runner import toc_notebooks
 
 from conftest import ROOT
 

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import data
-from helpers.data import DatasetUnavailableError, load_dataset
+from helpers.harness import data
+from helpers.harness.data import DatasetUnavailableError, load_dataset
 
 
 def test_digits_are_uint8_rgb_32px_with_ten_classes(digits):
@@ -141,7 +141,7 @@ def test_offline_cifar_fails_with_one_clear_message(tmp_path):
 
         socket.socket.connect = no_network
         socket.create_connection = no_network
-        from helpers.data import load_dataset
+        from helpers.harness.data import load_dataset
         load_dataset("cifar100")
         """
     )

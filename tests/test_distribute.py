@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers.distribute import data_parallel
+from helpers.harness.distribute import data_parallel
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,9 @@ RUN = textwrap.dedent(
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     import numpy as np
-    from helpers.data import load_dataset
-    from helpers.distribute import data_parallel, replicas
-    from helpers.train import set_seed, train_and_evaluate
+    from helpers.harness.data import load_dataset
+    from helpers.harness.distribute import data_parallel, replicas
+    from helpers.harness.train import set_seed, train_and_evaluate
 
     data = load_dataset("digits", n_train=n_train, n_test=n_test, validation_split=0.2, seed=0)
     set_seed(0)
@@ -114,14 +114,14 @@ def test_a_notebook_trains_data_parallel_on_two_jax_devices(tmp_path, name):
     import papermill
 
     from conftest import ROOT
-    from helpers import book
+    from helpers.book import runner as book
 
     notebook = ROOT / "book" / f"{name}.ipynb"
     parameters = book.notebook_parameters(book.load_profile(ROOT, "smoke"), notebook,
                                           {**NOTEBOOK_RUNS[name], "results_dir": "out",
                                            "data_parallel": True})
     # The kernel inherits this process's environment.
-    with book.environment(KERAS_BACKEND="jax", XLA_FLAGS=XLA_FLAGS):
+    with book.environment_variables(KERAS_BACKEND="jax", XLA_FLAGS=XLA_FLAGS):
         papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name),
                                    parameters=parameters, kernel_name="python3",
                                    progress_bar=False, cwd=str(tmp_path))

@@ -1,12 +1,12 @@
-"""helpers.layers: shared layers behave as documented, on the active backend."""
+"""helpers.papers.layers: shared layers behave as documented, on the active backend."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from helpers.augment import RandomPadCrop
-from helpers.layers import StochasticDepth
+from helpers.harness.augment import RandomPadCrop
+from helpers.papers.layers import StochasticDepth
 
 
 def test_stochastic_depth_is_the_identity_at_inference():

@@ -1,9 +1,9 @@
-"""helpers.measure: peak device memory is reported only where the backend can."""
+"""helpers.harness.measure: peak device memory is reported only where the backend can."""
 
 import keras
 import numpy as np
 
-from helpers.measure import memory_source, peak_memory_bytes
+from helpers.harness.measure import memory_source, peak_memory_bytes
 
 
 def test_without_an_accelerator_peak_memory_is_not_reported_but_the_call_runs():

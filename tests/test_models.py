@@ -1,5 +1,5 @@
-"""The models rebuilt from parameters (helpers.models), their FLOPs (helpers.flops)
-and the benchmark (helpers.bench)."""
+"""The models rebuilt from parameters (helpers.models), their FLOPs (helpers.book.flops)
+and the benchmark (helpers.book.bench)."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from helpers import models
-from helpers.flops import models_flops
+from helpers.book.flops import models_flops
 
 from conftest import ROOT
 
@@ -42,7 +42,7 @@ def test_the_full_size_models_have_their_notebooks_sizes():
 def test_xla_counts_two_flops_per_multiply_add_of_dense_and_convolution_layers():
     script = textwrap.dedent("""
         import keras
-        from helpers.flops import count_flops
+        from helpers.book.flops import count_flops
         model = keras.Sequential([
             keras.Input((8, 8, 3)),
             keras.layers.Conv2D(4, 3, padding="valid", use_bias=False),  # 6x6x4 outputs, 27 MACs each
@@ -72,7 +72,7 @@ def test_the_vits_flops_are_its_matrix_products_plus_a_little_elementwise_work()
 
 
 def run_bench(tmp_path, *args):
-    command = [sys.executable, "-m", "helpers.bench", *args]
+    command = [sys.executable, "-m", "helpers.book.bench", *args]
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
 
 
@@ -82,17 +82,17 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
                      "--repeats", "2", "--batch-size", "8", "--output", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(output.read_text())
-    assert report["environment"]["backend"] == os.environ["KERAS_BACKEND"]
+    assert report["runtime"]["backend"] == os.environ["KERAS_BACKEND"]
     assert report["options"]["profile"] == "smoke" and report["options"]["repeats"] == 2
     assert [r["model"] for r in report["results"]] == ["vit", "cct"]
     for result in report["results"]:
         model = models.build_model(result["model"], report["parameters"][result["model"]])
-        assert result["params"] == model.count_params()
-        assert result["flops_per_image"] > result["params"]
+        assert result["parameter_count"] == model.count_params()
+        assert result["flops_per_image"] > result["parameter_count"]
         assert len(result["epoch_seconds"]) == 3  # one warm-up, two timed
         assert result["images_per_second_min"] <= result["images_per_second"] > 0
         assert result["batch_size"] == 8
-        assert f"{result['model']:<10} {result['params']:>11,}" in done.stdout
+        assert f"{result['model']:<10} {result['parameter_count']:>11,}" in done.stdout
 
 
 def test_the_benchmark_rejects_bad_options(tmp_path):

@@ -15,8 +15,8 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.book import SUMMARY_PAGES, toc_notebooks
-from helpers.parameters import COMMON_PARAMETERS
+from helpers.book.runner import SUMMARY_PAGES, toc_notebooks
+from helpers.harness.parameters import COMMON_PARAMETERS
 
 from conftest import ROOT, assert_stops_before_loading_data
 
@@ -92,9 +92,11 @@ def test_vit_defaults_are_the_full_recipe():
     ({"lr_schedule": "step"}, "parameter lr_schedule must be one of 'constant', 'cosine'"),
     ({"dataset": "imagenet"}, "parameter dataset must be one of cifar10, cifar100, digits or"),
     ({"learning_rate": 0}, "parameter learning_rate must be > 0, got 0.0"),
+    ({"patchsize": 4}, "parameter patchsize is not declared by this notebook: did you mean "
+                       "patch_size"),
 ])
-def test_bad_parameters_stop_the_vit_notebook_at_once(tmp_path, parameters, message):
-    assert_stops_before_loading_data(ROOT / "book/vit.ipynb", tmp_path, parameters, message)
+def test_bad_parameters_stop_the_vit_notebook_at_once(parameters, message, monkeypatch):
+    assert_stops_before_loading_data(ROOT / "book/vit.ipynb", parameters, message, monkeypatch)
 
 
 def test_vit_notebook_trains_on_a_local_npz_with_its_own_classes(tmp_path, digits):

@@ -1,6 +1,6 @@
 import pytest
 
-from helpers import parameters
+from helpers.harness import parameters
 
 COMMON = {"dataset": str, "epochs": int, "batch_size": int, "seed": int, "n_train": int,
           "n_test": int, "results_dir": str}

@@ -11,8 +11,8 @@ import pytest
 from keras import ops
 from scipy.special import erf
 
-from helpers.augment import augmentation_pipeline
-from helpers.perceiver import (
+from helpers.harness.augment import augmentation_pipeline
+from helpers.papers.perceiver import (
     CrossAttention,
     FeedForward,
     FourierFeatures,
@@ -332,7 +332,7 @@ def test_bad_parameters_stop_the_perceiver_notebook_at_once(tmp_path, parameters
 
 @pytest.mark.slow
 def test_perceiver_smoke_run_learns_and_measures_the_attention_costs(smoke_build):
-    from helpers.records import read_record
+    from helpers.harness.records import read_record
 
     record = read_record(smoke_build["site"] / "book" / "results" / "perceiver.json")
     assert record["dataset"] == "digits" and record["backend"] == "tensorflow"
@@ -373,7 +373,7 @@ def test_executed_perceiver_notebook_has_its_figures_and_no_errors(smoke_build):
 def test_site_has_the_perceiver_page_with_its_figures_and_glued_numbers(smoke_build):
     from bs4 import BeautifulSoup
 
-    from helpers.records import read_record
+    from helpers.harness.records import read_record
 
     html = smoke_build["site"] / "_build" / "html" / "book" / "perceiver.html"
     page = BeautifulSoup(html.read_text(), "html.parser")
@@ -382,6 +382,6 @@ def test_site_has_the_perceiver_page_with_its_figures_and_glued_numbers(smoke_bu
     record = read_record(smoke_build["site"] / "book" / "results" / "perceiver.json")
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
-    assert f"{record['params']:,} parameters" in text
+    assert f"{record['parameter_count']:,} parameters" in text
     exponent = round(record["scaling"]["fitted_exponents"]["self-attention"], 2)
     assert f"has slope {exponent} for self-attention" in text

@@ -10,8 +10,8 @@ import numpy as np  # noqa: E402
 from bs4 import BeautifulSoup  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers.explorers import divisors, patch_size_explorer  # noqa: E402
-from helpers.plots import (  # noqa: E402
+from helpers.harness.explorers import divisors, patch_size_explorer  # noqa: E402
+from helpers.harness.plots import (  # noqa: E402
     figure_png,
     patch_mosaic,
     plot_learning_curves,
@@ -93,7 +93,7 @@ def test_token_maps_draw_one_panel_per_map_with_the_query_outlined():
 
 
 def test_predictions_show_each_image_above_its_most_likely_classes():
-    from helpers.plots import plot_predictions
+    from helpers.harness.plots import plot_predictions
 
     images = np.random.default_rng(4).uniform(0, 255, (4, 8, 8, 3))
     probabilities = np.full((4, 6), 0.02)
@@ -112,7 +112,7 @@ def test_predictions_show_each_image_above_its_most_likely_classes():
 def test_animation_player_is_self_contained():
     from matplotlib import animation
 
-    from helpers.plots import animation_html
+    from helpers.harness.plots import animation_html
 
     import matplotlib.pyplot as plt
 

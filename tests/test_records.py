@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from helpers.data import Dataset
-from helpers.records import REQUIRED_FIELDS, describe_environment, read_record, write_record
-from helpers.train import TrainResult
+from helpers.harness.data import Dataset
+from helpers.harness.records import REQUIRED_FIELDS, describe_runtime, read_record, write_record
+from helpers.harness.train import TrainResult
 
 
 def fake_data():
@@ -19,7 +19,7 @@ def fake_result():
     return TrainResult(
         history={"loss": [2.0, 1.0], "accuracy": [0.3, 0.6]},
         test_loss=1.1, test_top1=0.55, test_top5=0.82, epochs=2, best_epoch=2,
-        params=1234, train_seconds=10.0, train_images_per_second=500.0,
+        parameter_count=1234, train_seconds=10.0, train_images_per_second=500.0,
         epoch_seconds=[6.0, 4.0],
     )
 
@@ -35,7 +35,7 @@ def test_record_has_every_required_field(tmp_path):
     assert (record["n_train"], record["n_validation"], record["n_test"]) == (6, 1, 2)
     assert record["backend"] == keras.backend.backend()
     assert record["keras_version"] == keras.__version__
-    assert record["test_top1"] == 0.55 and record["params"] == 1234
+    assert record["test_top1"] == 0.55 and record["parameter_count"] == 1234
     assert record["parameters"] == {"epochs": 2}
     assert record["history"]["loss"] == [2.0, 1.0]
     assert read_record(path)["epochs"] == 2
@@ -55,5 +55,5 @@ def test_a_record_without_required_fields_is_rejected(tmp_path):
 
 
 def test_environment_line_names_backend_and_version():
-    line = describe_environment()
+    line = describe_runtime()
     assert keras.backend.backend() in line and keras.__version__ in line

@@ -1,4 +1,4 @@
-"""The runner's command line and partial runs (helpers.book)."""
+"""The runner's command line and partial runs (helpers.book.runner)."""
 
 import os
 import shutil
@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import book
-from helpers.records import read_record
+from helpers.book import runner
+from helpers.harness.records import read_record
 
 from conftest import ROOT
 
@@ -81,7 +81,7 @@ def test_the_environment_of_a_run_is_put_back_even_after_an_error(monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     monkeypatch.delenv("BOOK_TEST_FLAG", raising=False)
     with pytest.raises(RuntimeError):
-        with book.environment(KERAS_BACKEND="jax", BOOK_TEST_FLAG="1"):
+        with book.environment_variables(KERAS_BACKEND="jax", BOOK_TEST_FLAG="1"):
             assert os.environ["KERAS_BACKEND"] == "jax"
             raise RuntimeError("a failed cell")
     assert os.environ["KERAS_BACKEND"] == "tensorflow"

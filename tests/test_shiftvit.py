@@ -14,10 +14,10 @@ import pytest
 from bs4 import BeautifulSoup
 from keras import ops
 
-from helpers.augment import augmentation_pipeline
-from helpers.layers import StochasticDepth
-from helpers.records import read_record
-from helpers.shiftvit import Shift, create_shiftvit_classifier, patch_merging, shift_block
+from helpers.harness.augment import augmentation_pipeline
+from helpers.papers.layers import StochasticDepth
+from helpers.harness.records import read_record
+from helpers.papers.shiftvit import Shift, create_shiftvit_classifier, patch_merging, shift_block
 
 from conftest import ROOT, assert_stops_before_loading_data
 
@@ -228,5 +228,5 @@ def test_site_has_the_shiftvit_page_with_its_figures_and_numbers(smoke_build):
     record = read_record(smoke_build["site"] / "book" / "results" / "shiftvit.json")
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
-    assert f"{record['params']:,} parameters" in text
+    assert f"{record['parameter_count']:,} parameters" in text
     assert "10 epochs on digits, Keras backend tensorflow)" in text

@@ -3,7 +3,7 @@ checks its effects on the built pages."""
 
 from types import SimpleNamespace
 
-from helpers import site
+from helpers.book import site
 
 
 def script(filename, **attributes):

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from helpers import book
+from helpers.book import runner
 
 from conftest import ROOT
 

@@ -13,17 +13,17 @@ import papermill
 import pytest
 from keras import ops
 
-from helpers import export
-from helpers.augment import augmentation_pipeline
-from helpers.records import read_record
-from helpers.spt_lsa import (
+from helpers.book import export
+from helpers.harness.augment import augmentation_pipeline
+from helpers.harness.records import read_record
+from helpers.papers.spt_lsa import (
     SHIFTS,
     LocalitySelfAttention,
     ShiftedPatchTokenization,
     create_spt_lsa_classifier,
     shift_images,
 )
-from helpers.vit import attention_scores, create_vit_classifier
+from helpers.papers.vit import attention_scores, create_vit_classifier
 
 from conftest import ROOT, assert_stops_before_loading_data
 
@@ -282,7 +282,7 @@ def test_full_size_sl_vit_has_the_parameter_count_of_the_recipe():
     augmentation = augmentation_pipeline(x, image_size=72, rotation=0.02, zoom=0.2)
     model = create_spt_lsa_classifier((32, 32, 3), 100, augmentation, 72, 6, 64, 4, 8,
                                       [2048, 1024])
-    vit_params = 21_759_019  # helpers.vit at the same recipe (tests/test_vit.py)
+    vit_params = 21_759_019  # helpers.papers.vit at the same recipe (tests/test_vit.py)
     patch_dim = 6 * 6 * 3
     assert model.count_params() == vit_params + 4 * patch_dim * 64 + 2 * 5 * patch_dim + 8
     assert model.count_params() == 21_787_755
@@ -309,7 +309,7 @@ def test_sl_vit_saves_and_loads_as_a_keras_file(tmp_path):
 
 
 def test_helpers_spt_lsa_is_the_export_of_the_notebook():
-    assert export.main(["--check"]) == 0, "run python -m helpers.export"
+    assert export.main(["--check"]) == 0, "run python -m helpers.book.export"
 
 
 # --- the notebook -----------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_spt_lsa_smoke_run_trains_both_models_well_above_chance(smoke_build):
     runs = record["runs"]
     assert set(runs) == {"vanilla", "spt_lsa"}
     assert runs["spt_lsa"]["test_top1"] == record["test_top1"]
-    assert runs["spt_lsa"]["params"] == record["params"] > runs["vanilla"]["params"]
+    assert runs["spt_lsa"]["parameter_count"] == record["parameter_count"] > runs["vanilla"]["parameter_count"]
     for name, run in runs.items():
         assert run["epochs"] == record["parameters"]["epochs"] == 10
         # 10 classes: chance is 10%.
@@ -385,7 +385,7 @@ def test_site_has_the_spt_lsa_page_with_both_runs_glued(smoke_build):
     text = " ".join(page.get_text().split())
     vanilla, sl = record["runs"]["vanilla"], record["runs"]["spt_lsa"]
     assert re.search(rf"ViT \(vanilla\) {round(100 * vanilla['test_top1'], 2)}% "
-                     rf"{round(100 * vanilla['test_top5'], 2)}% {vanilla['params']:,}", text)
+                     rf"{round(100 * vanilla['test_top5'], 2)}% {vanilla['parameter_count']:,}", text)
     assert re.search(rf"SL-ViT \(SPT \+ LSA\) {round(100 * sl['test_top1'], 2)}% "
-                     rf"{round(100 * sl['test_top5'], 2)}% {sl['params']:,}", text)
+                     rf"{round(100 * sl['test_top5'], 2)}% {sl['parameter_count']:,}", text)
     assert "53.10%" in text and "56.11%" in text

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers.data import load_dataset
-from helpers.train import (
+from helpers.harness.data import load_dataset
+from helpers.harness.train import (
     LearningRateRecorder,
     backup_dir_for,
     set_seed,
@@ -136,8 +136,8 @@ RESUMABLE_RUN = textwrap.dedent(
     """
     import json, os, sys, time
     import keras
-    from helpers.data import load_dataset
-    from helpers.train import set_seed, train_and_evaluate
+    from helpers.harness.data import load_dataset
+    from helpers.harness.train import set_seed, train_and_evaluate
 
     backup_dir, marks = sys.argv[1], sys.argv[2]
 
@@ -309,7 +309,7 @@ def test_a_resumed_run_keeps_the_rate_and_counters_of_reduce_lr_on_plateau(
 
 def test_the_same_seed_gives_the_same_metrics_twice(digits_split):
     """Shuffling, initial weights, dropout and random augmentation all follow the seed."""
-    from helpers.augment import augmentation_pipeline
+    from helpers.harness.augment import augmentation_pipeline
 
     runs = []
     for _ in range(2):

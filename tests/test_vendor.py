@@ -4,7 +4,7 @@ import shutil
 
 import yaml
 
-from helpers import vendor
+from helpers.book import vendor
 
 from conftest import ROOT
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from helpers import export
-from helpers.augment import augmentation_pipeline
-from helpers.vit import (
+from helpers.book import export
+from helpers.harness.augment import augmentation_pipeline
+from helpers.papers.vit import (
     PatchEncoder,
     Patches,
     attention_scores,
@@ -77,7 +77,7 @@ def test_the_number_of_classes_follows_the_argument():
 
 
 def test_helpers_vit_is_the_export_of_the_notebook():
-    assert export.main(["--check"]) == 0, "run python -m helpers.export"
+    assert export.main(["--check"]) == 0, "run python -m helpers.book.export"
 
 
 def test_attention_scores_are_one_distribution_per_query_and_layer():

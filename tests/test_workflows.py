@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from helpers import book
+from helpers.book import runner
 
 from conftest import ROOT
 
@@ -71,7 +71,7 @@ def test_the_book_workflow_runs_the_full_profile_on_a_chosen_runner_and_deploys_
                                                  "_build/site/book/results/*.json"}
     pages = next(s for s in execute["steps"]
                  if s.get("uses", "").startswith("actions/upload-pages-artifact"))
-    assert pages["with"]["path"] == "_build/site/_build/html"  # where helpers.book builds
+    assert pages["with"]["path"] == "_build/site/_build/html"  # where helpers.book.runner builds
     assert deploy["needs"] == "execute"
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert any(s.startswith("actions/deploy-pages@") for s in steps(deploy))

@@ -4,7 +4,7 @@
   notebooks drop whole residual branches per image during training.
 
 Every layer is registered for ``.keras`` saving under the ``helpers`` package,
-so a saved model loads back once ``helpers.layers`` is imported.
+so a saved model loads back once ``helpers.papers.layers`` is imported.
 """
 
 from __future__ import annotations

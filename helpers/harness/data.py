@@ -24,6 +24,22 @@ import numpy as np
 OFFLINE_DATASET = "digits"
 KERAS_DATASETS = ("cifar10", "cifar100")
 DATASET_NAMES = KERAS_DATASETS + (OFFLINE_DATASET,)
+# Image shape and classes of the named datasets, so that a model can be built
+# for one without loading it (the benchmark, the FLOP count, the tests).
+DATASET_SHAPES = {
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "digits": ((32, 32, 3), 10),
+}
+
+
+def dataset_shape(dataset: str) -> tuple[tuple[int, int, int], int]:
+    """``(image_shape, num_classes)`` of a named dataset, without loading it."""
+    if dataset not in DATASET_SHAPES:
+        raise ValueError(
+            f"dataset {dataset!r} has no known shape: give the images and the class count"
+        )
+    return DATASET_SHAPES[dataset]
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import ipywidgets as widgets
 import numpy as np
 
-from helpers.plots import figure_png, plot_patches
+from helpers.harness.plots import figure_png, plot_patches
 
 
 def divisors(size: int, smallest: int = 2) -> list[int]:

@@ -1,19 +1,19 @@
 """Training-step throughput of the book's five models, on random data.
 
-    python -m helpers.bench                                  # all five, full size
-    python -m helpers.bench --backend jax --dtype-policy mixed_bfloat16
-    python -m helpers.bench --models vit cct --batch-size 64 --jit-compile false
-    python -m helpers.bench --profile smoke --steps 3 --repeats 2   # a quick try
+    python -m helpers.book.bench                                  # all five, full size
+    python -m helpers.book.bench --backend jax --dtype-policy mixed_bfloat16
+    python -m helpers.book.bench --models vit cct --batch-size 64 --jit-compile false
+    python -m helpers.book.bench --profile smoke --steps 3 --repeats 2   # a quick try
 
 Each model is built at its notebook's default configuration (``--profile
-smoke`` for the small ones of ``profiles.yml``) by ``helpers.models``, compiled
+smoke`` for the small ones of ``profiles.yml``) by ``helpers.papers.build``, compiled
 with the notebook's optimizer, and trained on random images and labels of its
 dataset's shape: ``--warmup`` epochs of ``--steps`` steps first (compilation,
 autotuning), then ``--repeats`` timed epochs. The figure is the median over
 the timed epochs of images per second; the spread (min to max) is printed
 too. Peak device memory is read where the backend reports it
-(``helpers.measure``: PyTorch and TensorFlow on a GPU), and FLOPs per image
-are XLA's count (``helpers.flops``).
+(``helpers.harness.measure``: PyTorch and TensorFlow on a GPU), and FLOPs per image
+are XLA's count (``helpers.book.flops``).
 
 A table goes to stdout and everything (options, environment, every timing) to
 a JSON file (``--output``, default ``_build/bench/<backend>.json``).
@@ -61,17 +61,18 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
     import keras
     import numpy as np
 
-    from helpers.measure import memory_source, peak_memory_bytes
-    from helpers.models import build_model, dataset_shape, optimizer_for
+    from helpers.harness.measure import memory_source, peak_memory_bytes
+    from helpers import papers
+    from helpers.harness.data import dataset_shape
 
-    input_shape, num_classes = dataset_shape(parameters)
+    input_shape, num_classes = dataset_shape(parameters["dataset"])
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 255, (steps * batch_size, *input_shape)).astype("float32")
     labels = rng.integers(0, num_classes, steps * batch_size).astype("int32")
     keras.utils.set_random_seed(seed)
-    model = build_model(name, parameters, input_shape, num_classes, x_sample=images[:256])
+    model = papers.build(name, parameters, images[:256].astype("uint8"), num_classes)
     model.compile(
-        optimizer=optimizer_for(name, parameters),
+        optimizer=papers.optimizer(name, parameters),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
     )
@@ -86,7 +87,7 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
     rates = [steps * batch_size / s for s in timed]
     result = {
         "model": name,
-        "params": int(model.count_params()),
+        "parameter_count": int(model.count_params()),
         "batch_size": batch_size,
         "steps": steps,
         "warmup_epochs": warmup,
@@ -106,7 +107,7 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
 
 def format_table(results: list[dict]) -> str:
     """The printed table: one line per model."""
-    header = (f"{'model':<10} {'params':>11} {'GFLOPs/img':>10} {'batch':>5} "
+    header = (f"{'model':<10} {'parameters':>11} {'GFLOPs/img':>10} {'batch':>5} "
               f"{'images/s':>10} {'(min-max)':>15} {'ms/step':>9} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
@@ -114,7 +115,7 @@ def format_table(results: list[dict]) -> str:
         peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
         flops = "-" if r.get("flops_per_image") is None else f"{r['flops_per_image'] / 1e9:.3f}"
         lines.append(
-            f"{r['model']:<10} {r['params']:>11,} {flops:>10} {r['batch_size']:>5} "
+            f"{r['model']:<10} {r['parameter_count']:>11,} {flops:>10} {r['batch_size']:>5} "
             f"{r['images_per_second']:>10.1f} {spread:>15} {r['step_milliseconds']:>9.1f} {peak:>9}"
         )
     return "\n".join(lines)
@@ -128,7 +129,7 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from helpers.models import MODELS
+    from helpers.papers import MODELS
 
     parser = argparse.ArgumentParser(
         description="Median training throughput of the book's models on random data."
@@ -163,9 +164,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from helpers.flops import models_flops
-    from helpers.models import profile_parameters
-    from helpers.records import describe_environment, environment
+    from helpers.book.flops import models_flops
+    from helpers.book.runner import profile_parameters
+    from helpers.harness.records import describe_runtime, runtime
 
     try:
         configs = {name: profile_parameters(name, args.profile) for name in args.models}
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
         return 2
     backend = keras.backend.backend()
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
-    print(describe_environment(), flush=True)
+    print(describe_runtime(), flush=True)
     print(f"profile {args.profile}, dtype policy {args.dtype_policy}, jit_compile "
           f"{args.jit_compile}, {args.warmup} warm-up + {args.repeats} timed epochs of "
           f"{args.steps} steps", flush=True)
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     output = args.output or Path("_build") / "bench" / f"{backend}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "environment": environment(),
+        "runtime": runtime(),
         "options": {
             "profile": args.profile, "dtype_policy": args.dtype_policy,
             "jit_compile": args.jit_compile, "steps": args.steps, "warmup": args.warmup,

@@ -11,7 +11,7 @@ Each notebook of the table of contents opens with two generated cells:
   nothing: locally and under papermill the environment chooses the backend.
 
 The repository URL and branch are written once, in ``_config.yml``; after
-changing them run ``python -m helpers.colab`` to rewrite the cells
+changing them run ``python -m helpers.book.colab`` to rewrite the cells
 (``--check`` only reports notebooks whose cells disagree, as the tests do).
 """
 
@@ -91,7 +91,7 @@ def sync_notebook(source: Path, notebook: Path, write: bool = True) -> bool:
     badge = nbformat.v4.new_markdown_cell(badge_source(source, notebook))
     badge.metadata["tags"] = [BADGE_TAG, "remove-cell"]
     setup = nbformat.v4.new_code_cell(setup_source(source))
-    setup.metadata["tags"] = [SETUP_TAG]
+    setup.metadata["tags"] = [SETUP_TAG, "hide-cell"]  # collapsed on the site
     old_badge, old_setup = _tagged(nb, BADGE_TAG), _tagged(nb, SETUP_TAG)
     if old_badge:
         badge.id = old_badge[0].id  # stable ids: no churn when nothing changed
@@ -107,7 +107,7 @@ def sync_notebook(source: Path, notebook: Path, write: bool = True) -> bool:
 
 
 def main(argv=None) -> int:
-    from helpers.book import toc_notebooks
+    from helpers.book.runner import toc_notebooks
 
     parser = argparse.ArgumentParser(
         description="Write (or --check) the Colab badge and setup cell of every notebook."

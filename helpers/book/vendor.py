@@ -5,10 +5,10 @@ site works offline and from any host. ``vendor/`` is a Sphinx static folder
 (its files land in the site's ``_static/``), and ``_config.yml`` points
 myst-nb's ``nb_ipywidgets_js`` and Sphinx's ``mathjax_path`` at them.
 
-The files are committed, with their SHA-256 digests in ``vendor/SHA256SUMS``. ``python -m helpers.vendor`` fetches the pinned
+The files are committed, with their SHA-256 digests in ``vendor/SHA256SUMS``. ``python -m helpers.book.vendor`` fetches the pinned
 npm packages again with ``npm pack`` (it needs node and the npm registry),
 checks each tarball against its pinned integrity, copies the files the site
-uses and rewrites SHA256SUMS; ``python -m helpers.vendor --check`` verifies the
+uses and rewrites SHA256SUMS; ``python -m helpers.book.vendor --check`` verifies the
 committed copies against SHA256SUMS offline.
 """
 
@@ -147,7 +147,7 @@ def fetch(vendor: Path = VENDOR) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.vendor", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m helpers.book.vendor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
                         help="verify the committed files against SHA256SUMS (offline)")
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        print("run `python -m helpers.vendor` to fetch the pinned packages again", file=sys.stderr)
+        print("run `python -m helpers.book.vendor` to fetch the pinned packages again", file=sys.stderr)
         return 1
     print(f"{len(pinned_files())} vendored files match {SUMS}")
     return 0

@@ -10,9 +10,9 @@ to keep up to date.
 
 XLA's cost analysis is reached through JAX, so the count is always taken on
 the JAX backend: in this process when Keras runs on JAX, otherwise in a child
-process (``python -m helpers.flops``, ``KERAS_BACKEND=jax``) that rebuilds
-the models from their notebook parameters (``helpers.models``). A model has
-the same count whichever backend trains it.
+process (``python -m helpers.book.flops``, ``KERAS_BACKEND=jax``) that builds
+the models with their papers' own builders (``helpers.papers.build``). A
+model has the same count whichever backend trains it.
 
     flops = models_flops([{"name": "vit", "parameters": record["parameters"],
                            "input_shape": [32, 32, 3], "num_classes": 100}])
@@ -49,15 +49,19 @@ def count_flops(model, input_shape) -> int:
 def _count_specs(specs: list[dict]) -> list[int]:
     import keras
 
-    from helpers.models import build_model, dataset_shape
+    import numpy as np
+
+    from helpers import papers
+    from helpers.harness.data import dataset_shape
 
     counts = []
     for spec in specs:
         input_shape, num_classes = spec.get("input_shape"), spec.get("num_classes")
         if input_shape is None or num_classes is None:
-            input_shape, num_classes = dataset_shape(spec["parameters"])
-        model = build_model(spec["name"], spec["parameters"], input_shape, num_classes)
-        counts.append(count_flops(model, input_shape))
+            input_shape, num_classes = dataset_shape(spec["parameters"]["dataset"])
+        images = np.random.default_rng(0).integers(0, 256, (8, *input_shape), dtype="uint8")
+        model = papers.build(spec["name"], spec["parameters"], images, num_classes)
+        counts.append(count_flops(model, tuple(input_shape)))
         keras.backend.clear_session()
     return counts
 
@@ -65,8 +69,9 @@ def _count_specs(specs: list[dict]) -> list[int]:
 def models_flops(specs: list[dict]) -> list[int]:
     """FLOPs per image of each ``{"name", "parameters"[, "input_shape", "num_classes"]}``.
 
-    ``name`` is a notebook of ``helpers.models.MODELS`` and ``parameters`` its
-    complete parameter dict (a record's ``parameters`` field, say).
+    ``name`` is a paper of ``helpers.papers.MODELS`` and ``parameters`` its
+    notebook's parameters (a record's ``parameters`` field, say; missing
+    names take the notebook's defaults).
     """
     import keras
 
@@ -75,7 +80,7 @@ def models_flops(specs: list[dict]) -> list[int]:
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     done = subprocess.run(
-        [sys.executable, "-m", "helpers.flops"], input=json.dumps(specs), env=env,
+        [sys.executable, "-m", "helpers.book.flops"], input=json.dumps(specs), env=env,
         capture_output=True, text=True,
     )
     if done.returncode:

@@ -48,7 +48,7 @@ _NATIVE_LOG_LINE = re.compile(
     r"|To enable the following instructions:)"
 )
 SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
-# Static files of the site: the vendored widget manager and MathJax (helpers.vendor).
+# Static files of the site: the vendored widget manager and MathJax (helpers.book.vendor).
 SITE_FOLDERS = ("vendor",)
 # Pages built from the other notebooks' records: executed last, on every run.
 SUMMARY_PAGES = ("results",)
@@ -92,6 +92,24 @@ def load_profile(source: Path, name: str) -> dict:
         raise BookError(f"unknown profile {name!r}; profiles.yml has {', '.join(profiles)}")
     profile = profiles[name]
     return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {}}
+
+
+def profile_parameters(name: str, profile: str, source: Path | None = None) -> dict:
+    """Paper ``name``'s notebook defaults with a profile's values on top (``full``: none).
+
+    The defaults are ``helpers.papers.<name>.DEFAULTS``, generated from the
+    notebook's parameters cell.
+    """
+    from helpers import papers
+
+    source = source or Path(__file__).resolve().parents[2]
+    profiles = yaml.safe_load((source / "profiles.yml").read_text())
+    if profile not in profiles:
+        raise ValueError(f"profile must be one of {', '.join(profiles)}, got {profile!r}")
+    section = profiles[profile] or {}
+    defaults = dict(papers.defaults(name))
+    common = {k: v for k, v in (section.get("common") or {}).items() if k in defaults}
+    return {**defaults, **common, **((section.get("notebooks") or {}).get(name) or {})}
 
 
 def declared_parameters(notebook: Path) -> dict:
@@ -157,7 +175,7 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
 
 
 @contextlib.contextmanager
-def environment(**values: str):
+def environment_variables(**values: str):
     """Set environment variables for the duration of a block, then restore them."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -182,7 +200,7 @@ def execute(source: Path, site: Path, notebook: Path, parameters: dict, backend:
     # that a caller (a test session, say) keeps its own backend.
     log_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        with environment(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL=log_level):
+        with environment_variables(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL=log_level):
             papermill.execute_notebook(
                 str(source / notebook),
                 str(output),
@@ -264,6 +282,20 @@ def run(
     summaries = [nb for nb in toc_notebooks(source) if nb.stem in SUMMARY_PAGES]
     notebooks = [nb for nb in notebooks if nb not in summaries] + summaries
 
+    # Later notebooks import the papers' modules generated from earlier ones:
+    # executing against a stale export would test code the notebooks no longer hold.
+    from helpers.book.export import ExportError, stale_modules
+
+    try:
+        stale = stale_modules(source)
+    except ExportError as error:
+        raise BookError(str(error)) from None
+    if stale:
+        raise BookError(
+            f"out of date: {', '.join(str(p.relative_to(source)) for p in stale)}; "
+            "run python -m helpers.book.export"
+        )
+
     # Reject every bad parameter name before executing anything.
     overrides = overrides or {}
     plan, seen = [], set()
@@ -295,7 +327,7 @@ def run(
                 f"{', '.join(missing)}: run the whole book once first, or add --no-html"
             )
     prepare_tree(source, site, keep=others if html else [])
-    seconds = {nb.stem: execute(source, site, nb, params, backend) for nb, params in plan}
+    seconds = {nb.stem: execute(source, site, nb, values, backend) for nb, values in plan}
     index = build_html(site) if html else None
     for name, value in seconds.items():
         print(f"{name}: {value:.0f} s")

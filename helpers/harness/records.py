@@ -16,15 +16,15 @@ from pathlib import Path
 
 import keras
 
-from helpers.data import Dataset
-from helpers.train import TrainResult
+from helpers.harness.data import Dataset
+from helpers.harness.train import TrainResult
 
 REQUIRED_FIELDS = (
     "notebook",
     "backend",
     "dataset",
     "epochs",
-    "params",
+    "parameter_count",
     "test_top1",
     "test_top5",
     "train_seconds",
@@ -33,7 +33,7 @@ REQUIRED_FIELDS = (
 )
 
 
-def environment() -> dict:
+def runtime() -> dict:
     """Backend, versions and devices of the running process."""
     backend = keras.backend.backend()
     info = {
@@ -65,9 +65,9 @@ def environment() -> dict:
     return info
 
 
-def describe_environment() -> str:
+def describe_runtime() -> str:
     """One line naming backend, versions and devices, printed by each notebook."""
-    env = environment()
+    env = runtime()
     return (
         f"Keras {env['keras_version']} on {env['backend']} {env['backend_version']} "
         f"(Python {env['python_version']}); devices: {', '.join(env['devices']) or 'none'}"
@@ -97,7 +97,7 @@ def write_record(
 
     Returns the path of the written file.
     """
-    env = environment()
+    env = runtime()
     record = {
         "notebook": notebook,
         "backend": env["backend"],
@@ -108,7 +108,7 @@ def write_record(
         "n_validation": 0 if data.x_val is None else len(data.x_val),
         "n_test": len(data.x_test),
         "epochs": result.epochs,
-        "params": result.params,
+        "parameter_count": result.parameter_count,
         "test_top1": result.test_top1,
         "test_top5": result.test_top5,
         "test_loss": result.test_loss,
@@ -135,7 +135,7 @@ def write_record(
         {
             f"{prefix}_test_top1": round(100 * result.test_top1, 2),
             f"{prefix}_test_top5": round(100 * result.test_top5, 2),
-            f"{prefix}_params": result.params,
+            f"{prefix}_parameter_count": result.parameter_count,
             f"{prefix}_epochs": result.epochs,
             f"{prefix}_train_seconds": round(result.train_seconds, 1),
             f"{prefix}_images_per_second": round(result.train_images_per_second, 1),
