@@ -1,14 +1,16 @@
-"""Plumbing shared by the notebooks of the book.
+"""The code the book's notebooks share, arranged by kind.
 
-``data`` (datasets), ``augment`` (input pipelines as layers), ``train`` (the
-training loop), ``records`` (result records and glue), ``plots`` (figures),
-``explorers`` (widgets that work on the static site), ``parameters``
-(parameter checks), ``measure`` (peak device memory of a call), ``vit`` and
-``perceiver`` (the ViT and Perceiver notebooks' reusable cells, exported),
-``export`` (the exporter), ``book`` (execute the notebooks, build the site),
-``models`` (the five models rebuilt from a notebook's parameters), ``flops``
-(FLOPs counted by XLA), ``bench`` (the training-throughput benchmark) and
-``colab`` (the notebooks' Colab badge and setup cell).
+* ``helpers.papers``: the five papers' layers and model builders. Every module
+  but ``layers`` is generated from its notebook's ``# @save`` cells (all five
+  paper modules are); ``build(name, ...)`` calls a paper's one builder.
+* ``helpers.harness``: what every training notebook runs on: ``start`` and
+  ``Run.finish`` (the two calls around a notebook), parameter checks, datasets,
+  input pipelines, the training loop, crash-resume, records, figures, widgets,
+  data-parallel training and memory readings.
+* ``helpers.book``: the book's build tooling, never imported by a notebook that
+  trains: the runner (``python -m helpers.book``), the exporter, the Colab cells,
+  the vendored JavaScript, the site's Sphinx extension, the benchmark and the
+  FLOP counter.
 """
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.book import runner
+from helpers.book import runner as book
 from helpers.harness.records import read_record
 
 from conftest import ROOT

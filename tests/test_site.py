@@ -1,4 +1,4 @@
-"""The site's Sphinx extension (helpers/site.py) without a build; tests/test_site_browser.py
+"""The site's Sphinx extension (helpers/book/site.py) without a build; tests/test_site_browser.py
 checks its effects on the built pages."""
 
 from types import SimpleNamespace

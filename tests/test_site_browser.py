@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from helpers.book import runner
+from helpers.book import runner as book
 
 from conftest import ROOT
 

@@ -1,20 +1,26 @@
-"""The ViT notebook's exported layers (helpers/vit.py) against NumPy references."""
+"""The ViT notebook's exported layers and builder (helpers/papers/vit.py) against NumPy references."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from helpers.book import export
-from helpers.harness.augment import augmentation_pipeline
+from helpers import papers
+from helpers.harness.parameters import Parameters
 from helpers.papers.vit import (
+    DEFAULTS,
     PatchEncoder,
     Patches,
     attention_scores,
-    create_vit_classifier,
+    build_vit,
     mean_attention_distance,
     transformer_block,
 )
+
+
+def small(**values):
+    """The ViT notebook's defaults with ``values`` changed."""
+    return Parameters({**DEFAULTS, **values})
 
 
 def numpy_patches(images, p):
@@ -58,8 +64,7 @@ def test_transformer_block_keeps_the_token_shape_and_uses_a_given_attention():
 def test_full_size_model_has_the_parameter_count_of_the_recipe():
     """CIFAR-100 defaults: 72 px, patch 6, 8 x 64-dim blocks, 4 heads, head 2048/1024."""
     x = np.zeros((4, 32, 32, 3), np.uint8)
-    augmentation = augmentation_pipeline(x, image_size=72, rotation=0.02, zoom=0.2)
-    model = create_vit_classifier((32, 32, 3), 100, augmentation, 72, 6, 64, 4, 8, [2048, 1024])
+    model = build_vit(Parameters(DEFAULTS), x, 100)
     d, n, patch_dim = 64, 144, 6 * 6 * 3
     attention = 3 * (d * 4 * d + 4 * d) + (4 * d * d + d)
     block = 2 * 2 * d + attention + (d * 2 * d + 2 * d) + (2 * d * d + d)
@@ -71,18 +76,26 @@ def test_full_size_model_has_the_parameter_count_of_the_recipe():
 
 def test_the_number_of_classes_follows_the_argument():
     x = np.zeros((4, 32, 32, 3), np.uint8)
-    model = create_vit_classifier((32, 32, 3), 7, augmentation_pipeline(x), 32, 8, 16, 2, 1, [32])
+    p = small(image_size=32, patch_size=8, projection_dim=16, num_heads=2,
+              transformer_layers=1, mlp_head_units=[32])
+    model = build_vit(p, x, 7)
     logits = model(x.astype("float32"), training=False)
     assert tuple(logits.shape) == (4, 7)
 
 
-def test_helpers_vit_is_the_export_of_the_notebook():
-    assert export.main(["--check"]) == 0, "run python -m helpers.book.export"
+def test_the_builder_completes_partial_parameters_with_the_notebooks_defaults():
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    model = papers.build("vit", {"transformer_layers": 1, "mlp_head_units": [8]}, x, 10)
+    blocks = [l for l in model.layers if isinstance(l, keras.layers.MultiHeadAttention)]
+    assert len(blocks) == 1 and model.input_shape == (None, 32, 32, 3)
+    assert model.get_layer(index=-1).units == 10
 
 
 def test_attention_scores_are_one_distribution_per_query_and_layer():
     x = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3)).astype("uint8")
-    model = create_vit_classifier((16, 16, 3), 4, augmentation_pipeline(x), 16, 4, 8, 2, 3, [16])
+    p = small(image_size=16, patch_size=4, projection_dim=8, num_heads=2,
+              transformer_layers=3, mlp_head_units=[16])
+    model = build_vit(p, x, 4)
     scores = attention_scores(model, x.astype("float32"))
     assert len(scores) == 3
     for layer_scores in scores:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from helpers.book import runner
+from helpers.book import runner as book
 
 from conftest import ROOT
 

@@ -54,6 +54,14 @@ SITE_FOLDERS = ("vendor",)
 SUMMARY_PAGES = ("results",)
 
 
+# What a build is made from: a finished build records the digest of these files
+# (``build.json`` in the build tree), so that a later caller can tell whether the
+# executed pages still show the code and settings of the source.
+SOURCE_FILES = ("_config.yml", "_toc.yml", "references.bib", "profiles.yml")
+SOURCE_FOLDERS = ("book", "helpers", "vendor")
+MANIFEST = "build.json"
+
+
 class BookError(RuntimeError):
     """A problem with the book's configuration or the requested run."""
 
@@ -242,6 +250,54 @@ def strip_native_logs(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def source_digest(source: Path) -> str:
+    """SHA-256 over the names and contents of every file a build is made from."""
+    import hashlib
+
+    paths = [source / name for name in SOURCE_FILES]
+    for folder in SOURCE_FOLDERS:
+        paths += [p for p in (source / folder).rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts
+                  and ".ipynb_checkpoints" not in p.parts and "results" not in p.parts]
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def write_manifest(site: Path, source: Path, *, profile: str, backend: str,
+                   seconds: dict, complete: bool) -> None:
+    """Record what the build tree was made from (``build.json``)."""
+    import json
+
+    manifest = {"profile": profile, "backend": backend, "complete": complete,
+                "source_sha256": source_digest(source), "seconds": seconds}
+    (site / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def reusable_build(source: Path, build_dir: Path, profile: str, backend: str) -> dict | None:
+    """A finished, complete build of ``profile`` on ``backend`` made from the current
+    sources (same digest), as ``run`` returns it; None if there is none.
+
+    The tests use it to check the site that the README's build step made,
+    instead of executing the book a second time.
+    """
+    import json
+
+    site = (source / build_dir / "site").resolve()
+    index = site / "_build" / "html" / "index.html"
+    try:
+        manifest = json.loads((site / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {"profile": profile, "backend": backend, "complete": True,
+              "source_sha256": source_digest(source.resolve())}
+    if any(manifest.get(key) != value for key, value in wanted.items()) or not index.is_file():
+        return None
+    return {"site": site, "index": index, "seconds": manifest.get("seconds", {})}
+
+
 def build_html(site: Path) -> Path:
     """Build the site from the executed tree, warnings as errors; returns index.html."""
     command = [
@@ -329,6 +385,8 @@ def run(
     prepare_tree(source, site, keep=others if html else [])
     seconds = {nb.stem: execute(source, site, nb, values, backend) for nb, values in plan}
     index = build_html(site) if html else None
+    write_manifest(site, source, profile=profile_name, backend=backend, seconds=seconds,
+                   complete=bool(index) and not only and not overrides)
     for name, value in seconds.items():
         print(f"{name}: {value:.0f} s")
     if index:

@@ -68,6 +68,37 @@ def injected_names(namespace: Mapping) -> list[str]:
     return []
 
 
+def cell_defaults(namespace: Mapping) -> Parameters | None:
+    """The values written in the notebook's parameters cell, before papermill's injection.
+
+    Read from IPython's ``In``: the latest input that annotates every declared
+    parameter. None outside IPython or when no such input is found.
+    """
+    declared = set(namespace.get("__annotations__", {}))
+    history = namespace.get("In")
+    if not declared or not isinstance(history, (list, tuple)):
+        return None
+    for source in reversed(history):
+        if not isinstance(source, str) or ":" not in source:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        values = {
+            node.target.id: node.value
+            for node in tree.body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and node.value is not None
+        }
+        if declared <= set(values):
+            try:
+                return Parameters({name: ast.literal_eval(values[name]) for name in values})
+            except ValueError:
+                return None
+    return None
+
+
 def closest(name: str, declared: Iterable[str], n: int = 3) -> list[str]:
     """The declared names most like ``name``: by spelling, or by a shared word
     (``latent_dim`` -> ``num_latents``)."""

@@ -31,11 +31,13 @@ from helpers.harness.parameters import Parameters, Rule
 class Run:
     """One execution of a notebook: its name, parameters, devices and data."""
 
-    def __init__(self, name: str, p: Parameters, data=None, devices=()):
+    def __init__(self, name: str, p: Parameters, data=None, devices=(), defaults=None):
         self.name = name
         self.p = p
         self.data = data
         self.devices = list(devices)
+        # The parameters cell's own values (the full-size recipe), whatever papermill changed.
+        self.defaults = defaults if defaults is not None else p
 
     def backup_dir(self, suffix: str = "") -> Path:
         """The backup folder of this run's training (``name`` + ``suffix``, parameters' hash)."""
@@ -106,14 +108,17 @@ def start(
         load_data: ``False`` for a page that trains nothing.
 
     Returns the ``Run``; raises one ``ValueError`` naming the parameter on any
-    bad value, before anything is seeded or loaded.
+    bad value, before anything is seeded or loaded. ``run.defaults`` holds the
+    values written in the parameters cell (before papermill's injection; the
+    current values outside IPython).
     """
     p = checks.collect(namespace, common=load_data)
+    defaults = checks.cell_defaults(namespace)
     checks.check(p, positive=positive, non_negative=non_negative, fractions=fractions,
                  choices=choices)
     checks.apply_rules(p, rules)
     if not load_data:
-        return Run(name, p)
+        return Run(name, p, defaults=defaults)
 
     from helpers.harness.data import load_dataset
     from helpers.harness.distribute import use_data_parallel
@@ -127,4 +132,4 @@ def start(
     data = load_dataset(p.dataset, n_train=p.n_train, n_test=p.n_test,
                         validation_split=p.get("validation_split", 0.0), seed=p.seed)
     print(data.summary())
-    return Run(name, p, data, devices)
+    return Run(name, p, data, devices, defaults=defaults)
