@@ -58,22 +58,23 @@ def smoke_build(tmp_path_factory):
     return book.run("smoke", source=ROOT, build_dir=build_dir, backend="tensorflow")
 
 
-def start_cell_namespace(notebook, parameters: dict, *, monkeypatch=None) -> dict:
+def start_cell_namespace(notebook, parameters: dict) -> dict:
     """Run ``notebook``'s parameters cell, ``parameters`` injected the way papermill
     injects them, and its ``start`` cell, in this process; returns the namespace.
 
     Papermill's kernel would import Keras again for every case: this runs the
-    same cells in a second. The injected cell is also put in ``In``, IPython's
-    input history, where ``start`` looks for names the notebook does not declare.
+    same cells in a second. The injected cell is papermill's own translation of
+    ``parameters``, and it is also put in ``In``, IPython's input history, where
+    ``start`` looks for names the notebook does not declare.
     """
     import nbformat
+    from papermill.translators import translate_parameters
 
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     index = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
     start_cell = next(c for c in code[index + 1:] if "start(globals()" in c.source)
-    injected = "# Parameters\n" + "".join(f"{name} = {value!r}\n"
-                                            for name, value in parameters.items())
+    injected = translate_parameters("python3", "python", parameters, "Parameters")
     namespace = {"__name__": "__main__", "In": ["", code[index].source, injected]}
     exec(compile(code[index].source, f"{notebook.name}:parameters", "exec"), namespace)
     exec(compile(injected, f"{notebook.name}:injected", "exec"), namespace)

@@ -99,6 +99,7 @@ def test_bad_parameters_stop_the_vit_notebook_at_once(parameters, message, monke
     assert_stops_before_loading_data(ROOT / "book/vit.ipynb", parameters, message, monkeypatch)
 
 
+@pytest.mark.slow
 def test_vit_notebook_trains_on_a_local_npz_with_its_own_classes(tmp_path, digits):
     """A 5-class .npz runs in the notebook whose default is CIFAR-100 (100 classes)."""
     keep_train, keep_test = digits.y_train < 5, digits.y_test < 5
@@ -165,3 +166,98 @@ def test_a_notebook_killed_mid_training_resumes_when_run_again(tmp_path):
 ])
 def test_bad_parameters_stop_the_results_page_at_once(tmp_path, parameters, message):
     assert_stops_before_loading_data(ROOT / "book/results.ipynb", tmp_path, parameters, message)
+
+
+TRAINING_NOTEBOOKS = [nb for nb in NOTEBOOKS if nb.stem not in SUMMARY_PAGES]
+
+
+def code_lines_before_the_papers_first_code(path):
+    """Non-comment code lines of the code cells between the parameters cell and the
+    paper's first code: the first cell that is exported (``# @save``) or defines a
+    class or a function at its top level. (Before the harness: vit 39, spt_lsa 45,
+    perceiver 52, cct 66, shiftvit 81.)"""
+    cells = [c for c in nbformat.read(ROOT / path, as_version=4).cells if c.cell_type == "code"]
+    index = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    count = 0
+    for cell in cells[index + 1:]:
+        source = cell.source
+        if source.startswith("# @save") or any(
+                isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                for node in ast.parse(source).body):
+            return count
+        count += sum(1 for line in source.splitlines()
+                     if line.strip() and not line.strip().startswith("#"))
+    raise AssertionError(f"{path} defines no class or function")
+
+
+@pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_papers_first_code_comes_within_20_lines_of_the_parameters_cell(path):
+    count = code_lines_before_the_papers_first_code(path)
+    print(f"{path.stem}: {count} code lines between the parameters and the first definition")
+    assert count <= 20
+
+
+@pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_plumbing_cells_are_collapsed_on_the_site(path):
+    cells = [c for c in nbformat.read(ROOT / path, as_version=4).cells if c.cell_type == "code"]
+    tags = {name: [c.metadata.get("tags", []) for c in cells if name in c.source]
+            for name in ("start(globals()", "run.finish(", 'if "google.colab" in sys.modules')}
+    assert tags["start(globals()"] == [["hide-input"]]  # the output (data, devices) shows
+    assert [t for t in tags["run.finish("] if "hide-input" in t]
+    assert tags['if "google.colab" in sys.modules'] == [["colab-setup", "hide-cell"]]
+    starts = [i for i, c in enumerate(cells) if "start(globals()" in c.source]
+    params = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
+    assert starts == [params[0] + 1]  # right after the parameters cell
+
+
+# Sentences every notebook used to repeat: said once now, in the intro.
+REPEATED_PROSE = (
+    "Every setting of the run is in the next cell",
+    "The parameters are checked before anything heavy runs",
+    "runs this notebook unchanged on TensorFlow, JAX or PyTorch",
+    "Training backs itself up after every epoch",
+    "A site built with the `smoke` profile",
+)
+
+
+@pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
+def test_prose_shared_by_every_notebook_lives_once_in_the_intro(path):
+    text = "".join(c.source for c in nbformat.read(ROOT / path, as_version=4).cells
+                   if c.cell_type == "markdown")
+    assert not [sentence for sentence in REPEATED_PROSE if sentence in text]
+    assert "{ref}`parameters`" in text or "<parameters>`" in text
+    assert "{ref}`smoke-builds`" in text or "<smoke-builds>`" in text
+    intro = (ROOT / "book" / "intro.md").read_text()
+    for label in ("parameters", "backends", "resuming", "smoke-builds"):
+        assert f"({label})=" in intro
+
+
+@pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_misspelled_parameter_stops_the_notebook_naming_the_declared_one(path, monkeypatch):
+    """The notebook's first declared model parameter, with one letter dropped."""
+    source = parameters_cell(ROOT / path).source
+    declared = [node.target.id for node in ast.parse(source).body
+                if isinstance(node, ast.AnnAssign)]
+    name = next(n for n in declared if n not in COMMON_PARAMETERS and len(n) > 6)
+    typo = name[:3] + name[4:]
+    value = ast.literal_eval(next(node.value for node in ast.parse(source).body
+                                  if isinstance(node, ast.AnnAssign) and node.target.id == name))
+    assert_stops_before_loading_data(
+        ROOT / path, {typo: value},
+        f"parameter {typo} is not declared by this notebook: did you mean {name}", monkeypatch)
+
+
+@pytest.mark.slow
+def test_plain_papermill_rejects_an_undeclared_name_with_a_suggestion(tmp_path):
+    """A real kernel: the injected cell reaches ``start`` through IPython's history."""
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(ROOT / "book/perceiver.ipynb"), str(output),
+                                   parameters={"latent_dim": 64}, kernel_name="python3",
+                                   progress_bar=False, cwd=str(tmp_path))
+    assert failure.value.ename == "ValueError"
+    assert "parameter latent_dim is not declared by this notebook: did you mean num_latents" \
+        in failure.value.evalue
+    executed = nbformat.read(output, as_version=4)
+    assert not any("training on" in o.get("text", "") for c in executed.cells
+                   if c.cell_type == "code" for o in c.get("outputs", []))

@@ -86,3 +86,43 @@ def test_the_environment_of_a_run_is_put_back_even_after_an_error(monkeypatch):
             raise RuntimeError("a failed cell")
     assert os.environ["KERAS_BACKEND"] == "tensorflow"
     assert "BOOK_TEST_FLAG" not in os.environ
+
+
+def source_copy(tmp_path):
+    """The files a build is made from, copied to ``tmp_path / "source"``."""
+    source = tmp_path / "source"
+    for name in book.SOURCE_FILES:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for folder in book.SOURCE_FOLDERS:
+        shutil.copytree(ROOT / folder, source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "results"))
+    return source
+
+
+def test_the_runner_refuses_a_stale_export_before_anything_runs(tmp_path):
+    source = source_copy(tmp_path)
+    module = source / "helpers" / "papers" / "vit.py"
+    module.write_text(module.read_text() + "\n# edited by hand\n")
+    with pytest.raises(book.BookError, match=r"out of date: helpers/papers/vit.py; run python "
+                                             r"-m helpers.book.export"):
+        book.run("smoke", source=source, build_dir=tmp_path / "build", html=False)
+    assert not (tmp_path / "build").exists()
+
+
+def test_a_build_is_reused_only_while_its_sources_are_unchanged(tmp_path):
+    source = source_copy(tmp_path)
+    site = source / "_build" / "site"
+    (site / "_build" / "html").mkdir(parents=True)
+    (site / "_build" / "html" / "index.html").write_text("<html></html>")
+    book.write_manifest(site, source, profile="smoke", backend="tensorflow",
+                        seconds={"vit": 1.0}, complete=True)
+    assert book.reusable_build(source, Path("_build"), "smoke", "tensorflow")["site"] == site
+    assert book.reusable_build(source, Path("_build"), "smoke", "jax") is None
+    assert book.reusable_build(source, Path("_build"), "full", "tensorflow") is None
+    helper = source / "helpers" / "harness" / "plots.py"
+    helper.write_text(helper.read_text() + "\n")  # any change to a source file
+    assert book.reusable_build(source, Path("_build"), "smoke", "tensorflow") is None
+    book.write_manifest(site, source, profile="smoke", backend="tensorflow",
+                        seconds={}, complete=False)  # a partial run: --notebooks, -p
+    assert book.reusable_build(source, Path("_build"), "smoke", "tensorflow") is None
