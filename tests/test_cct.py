@@ -1,8 +1,7 @@
-"""The CCT notebook: its exported layers (helpers/cct.py) against NumPy references,
-its parameter checks, and its smoke run on the built site."""
+"""The CCT notebook: its exported layers and builder (helpers/papers/cct.py) against
+NumPy references, its parameter checks, and its smoke run on the built site."""
 
 import ast
-import inspect
 
 import keras
 import nbformat
@@ -12,23 +11,36 @@ import pytest
 from bs4 import BeautifulSoup
 from keras import ops
 
-from helpers.harness.augment import augmentation_pipeline
+from helpers import papers
+from helpers.harness.parameters import Parameters
+from helpers.harness.records import read_record
 from helpers.papers.cct import (
+    DEFAULTS,
     CCTTokenizer,
     PositionEmbedding,
     SequencePooling,
+    build_cct,
+    cct_augmentation,
     cct_block,
-    create_cct_classifier,
+    checked_token_grid,
     drop_path_rates,
     sequence_pooling_weights,
     token_grid,
 )
 from helpers.papers.layers import StochasticDepth
-from helpers.harness.records import read_record
 
-from conftest import ROOT, assert_stops_before_loading_data
+from conftest import ROOT, assert_stops_before_loading_data, start_cell_namespace
 
 NOTEBOOK = ROOT / "book" / "cct.ipynb"
+
+
+def small(**values):
+    """The CCT notebook's defaults with ``values`` changed."""
+    return Parameters({**DEFAULTS, **values})
+
+
+def uint8_images(n, height, width, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype="uint8")
 
 
 # --- NumPy references ----------------------------------------------------------------
@@ -106,6 +118,16 @@ def test_token_grid_is_the_shape_of_the_tokenizer_output(height, width, conv_lay
 def test_token_grid_is_empty_when_a_stage_gets_less_than_the_kernel():
     assert token_grid(32, 32, 5) == (0, 0)  # 32 -> 16 -> 8 -> 4 -> 2, then a 3x3 kernel
     assert token_grid(2, 32, 1) == (0, 0)
+
+
+def test_checked_token_grid_names_the_parameter_when_the_stages_leave_no_tokens():
+    assert checked_token_grid(32, 32, 4) == (2, 2)
+    with pytest.raises(ValueError) as failure:
+        checked_token_grid(32, 32, 5)
+    assert "parameter conv_layers must leave a map of at least 3x3 pixels" in str(failure.value)
+    assert "5 stages are too many for 32x32 images" in str(failure.value)
+    with pytest.raises(ValueError, match="parameter conv_layers must be > 0, got 0"):
+        checked_token_grid(32, 32, 0)
 
 
 # --- Position embedding, stochastic depth, block ---------------------------------------
@@ -190,12 +212,31 @@ def test_sequence_pooling_ignores_the_order_of_the_tokens():
                                ops.convert_to_numpy(pooling(tokens)), rtol=1e-5, atol=1e-6)
 
 
+# --- Augmentation -------------------------------------------------------------------
+
+
+def test_augmentation_rescales_and_at_inference_returns_the_image():
+    x = uint8_images(4, 12, 12).astype("float32")
+    pipeline = cct_augmentation(small(crop_padding=2, seed=0))
+    assert [layer.name for layer in pipeline.layers] == ["rescaling", "random_pad_crop",
+                                                         "random_flip"]
+    np.testing.assert_allclose(ops.convert_to_numpy(pipeline(x, training=False)), x / 255,
+                               rtol=1e-6)
+    shifted = ops.convert_to_numpy(pipeline(x, training=True))
+    assert shifted.shape == x.shape and shifted.min() >= 0 and shifted.max() <= 1
+
+
+def test_augmentation_flip_none_means_no_flip_layer():
+    pipeline = cct_augmentation(small(flip="none", crop_padding=0))
+    assert [layer.name for layer in pipeline.layers] == ["rescaling"]
+
+
 # --- Whole model --------------------------------------------------------------------
 
 
 def test_default_model_has_the_parameter_count_of_the_recipe():
     """CIFAR-10 defaults: 64 + 128 channels, 64 tokens of 128, 2 blocks of 2 full-width heads."""
-    model = create_cct_classifier((32, 32, 3), 10, augmentation_pipeline(normalize="rescale", pad=4))
+    model = build_cct(Parameters(DEFAULTS), uint8_images(1, 32, 32), 10)
     d = 128
     tokenizer = 3 * 3 * 3 * 64 + 3 * 3 * 64 * d
     position = 64 * d
@@ -207,23 +248,38 @@ def test_default_model_has_the_parameter_count_of_the_recipe():
 
 
 def test_position_embedding_costs_one_vector_per_token():
-    with_embedding = create_cct_classifier((32, 32, 3), 10)
-    without = create_cct_classifier((32, 32, 3), 10, positional_emb=False)
+    with_embedding = papers.build("cct")
+    without = papers.build("cct", {"positional_emb": False})
     assert with_embedding.count_params() - without.count_params() == 64 * 128
 
 
+def test_builder_follows_the_parameters_and_the_images():
+    p = small(conv_layers=1, conv_channels=4, projection_dim=8, num_heads=1,
+              transformer_layers=3, transformer_units=[16, 8], stochastic_depth_rate=0.2)
+    model = build_cct(p, uint8_images(2, 20, 12), 7)
+    assert model.input_shape == (None, 20, 12, 3) and model.output_shape == (None, 7)
+    assert model.get_layer("tokenizer").num_output_channels == [8]
+    assert tuple(model.get_layer("tokenizer").output.shape) == (None, 10 * 6, 8)
+    rates = [layer.rate for layer in model.layers if isinstance(layer, StochasticDepth)]
+    np.testing.assert_allclose(rates, [0.0, 0.0, 0.1, 0.1, 0.2, 0.2])
+    assert model.get_layer("augmentation").layers[0].name == "rescaling"
+
+
 def test_builder_rejects_widths_that_cannot_be_added_and_too_many_stages():
-    with pytest.raises(ValueError, match="transformer_units must end with projection_dim=128"):
-        create_cct_classifier((32, 32, 3), 10, transformer_units=[128, 64])
-    with pytest.raises(ValueError, match="conv_layers=5 leaves no tokens"):
-        create_cct_classifier((32, 32, 3), 10, conv_layers=5)
+    with pytest.raises(ValueError,
+                       match="parameter transformer_units must end with projection_dim=128"):
+        papers.build("cct", {"transformer_units": [128, 64]})
+    with pytest.raises(ValueError) as failure:
+        papers.build("cct", {"conv_layers": 5})
+    assert "parameter conv_layers must leave a map of at least 3x3 pixels" in str(failure.value)
+    assert "5 stages are too many for 32x32 images" in str(failure.value)
 
 
 def test_model_round_trips_through_a_keras_file(tmp_path):
-    model = create_cct_classifier(
-        (16, 16, 3), 4, augmentation_pipeline(normalize="rescale", pad=2, seed=0),
-        conv_channels=4, projection_dim=8, num_heads=2, transformer_layers=2,
-        transformer_units=[8, 8], seed=0,
+    model = build_cct(
+        small(crop_padding=2, seed=0, conv_channels=4, projection_dim=8, num_heads=2,
+              transformer_layers=2, transformer_units=[8, 8]),
+        uint8_images(1, 16, 16), 4,
     )
     path = tmp_path / "cct.keras"
     model.save(path)
@@ -235,8 +291,8 @@ def test_model_round_trips_through_a_keras_file(tmp_path):
 
 
 def test_sequence_pooling_weights_of_a_model_sum_to_one_over_its_token_grid():
-    model = create_cct_classifier((16, 16, 3), 3, conv_channels=4, projection_dim=8,
-                                  transformer_units=[8, 8])
+    model = build_cct(small(conv_channels=4, projection_dim=8, transformer_units=[8, 8]),
+                      uint8_images(1, 16, 16), 3)
     images = np.random.default_rng(0).uniform(0, 1, size=(5, 16, 16, 3)).astype("float32")
     weights = sequence_pooling_weights(model, images, batch_size=2)
     assert weights.shape == (5, 4 * 4)
@@ -251,7 +307,7 @@ def notebook_defaults(path):
     return {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
 
 
-def test_cct_defaults_are_the_source_recipe_and_the_builder_defaults():
+def test_cct_defaults_are_the_source_recipe_and_the_generated_defaults():
     defaults = notebook_defaults(NOTEBOOK)
     assert defaults | {
         "dataset": "cifar10", "epochs": 30, "batch_size": 128, "learning_rate": 1e-3,
@@ -260,28 +316,36 @@ def test_cct_defaults_are_the_source_recipe_and_the_builder_defaults():
         "transformer_layers": 2, "transformer_units": [128, 128], "positional_emb": True,
         "stochastic_depth_rate": 0.1, "dropout_rate": 0.1, "lr_schedule": "constant",
     } == defaults
-    builder = inspect.signature(create_cct_classifier).parameters
-    for name in (set(defaults) & set(builder)) - {"seed"}:
-        assert list(np.atleast_1d(builder[name].default)) == list(np.atleast_1d(defaults[name])), name
+    assert dict(papers.defaults("cct")) == defaults  # helpers/papers/cct.py is not stale
 
 
-def test_the_vit_defaults_counted_in_the_cct_notebook_are_the_vit_notebook_defaults():
+def test_the_compactness_cell_builds_both_models_from_their_notebooks_defaults():
+    """No copy of another notebook's defaults: the ViT comes from helpers.papers.vit's
+    DEFAULTS, the CCT from this notebook's parameters cell as written (run.defaults)."""
     cell = next(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells
-                if "vit_defaults = {" in c.source)
-    assignment = next(node for node in ast.parse(cell).body
-                      if isinstance(node, ast.Assign)
-                      and getattr(node.targets[0], "id", None) == "vit_defaults")
-    counted = ast.literal_eval(assignment.value)
-    vit = notebook_defaults(ROOT / "book" / "vit.ipynb")
-    assert counted == {name: vit[name] for name in counted}
+                if "default_cct = " in c.source)
+    assert 'papers.build("vit", {"dataset": "cifar10"})' in cell
+    assert "build_cct(run.defaults," in cell
+    assert not [node for node in ast.walk(ast.parse(cell)) if isinstance(node, ast.Dict)
+                and any(getattr(key, "value", None) == "image_size" for key in node.keys)]
 
 
-def run_notebook(tmp_path, parameters):
-    output = tmp_path / "out.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    return failure.value, nbformat.read(output, as_version=4)
+def test_run_defaults_are_the_parameters_cell_whatever_papermill_injected():
+    namespace = start_cell_namespace(NOTEBOOK, {
+        "dataset": "digits", "n_train": 100, "n_test": 20, "projection_dim": 32,
+        "transformer_units": [32, 32],
+    })
+    run = namespace["run"]
+    assert run.p.projection_dim == 32 and run.p.dataset == "digits"
+    assert dict(run.defaults) == notebook_defaults(NOTEBOOK)
+
+
+def test_the_notebook_checks_the_token_grid_before_its_first_tokenizer():
+    """Too many stages for the images fail with the parameter named, not in Keras."""
+    cells = [c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells
+             if c.cell_type == "code" and not c.source.startswith("# @save")]
+    first = next(source for source in cells if "CCTTokenizer(" in source)
+    assert first.index("checked_token_grid(") < first.index("CCTTokenizer(")
 
 
 @pytest.mark.parametrize("parameters,message", [
@@ -291,18 +355,17 @@ def run_notebook(tmp_path, parameters):
     ({"num_heads": "two"}, "parameter num_heads must be an integer, got 'two'"),
     ({"transformer_units": [128, 64]},
      "parameter transformer_units must end with projection_dim=128"),
+    ({"transformer_units": []}, "parameter transformer_units must end with projection_dim=128"),
+    ({"flip": "diagonal"}, "parameter flip must be one of 'horizontal', 'vertical', "
+                           "'horizontal_and_vertical', 'none', got 'diagonal'"),
+    ({"crop_padding": -1}, "parameter crop_padding must be >= 0, got -1"),
+    ({"label_smoothing": 1.0}, "parameter label_smoothing must be in [0, 1), got 1.0"),
+    ({"position_embedding": False},
+     "parameter position_embedding is not declared by this notebook: did you mean "
+     "positional_emb?"),
 ])
-def test_bad_parameters_stop_the_cct_notebook_at_once(tmp_path, parameters, message):
-    assert_stops_before_loading_data(NOTEBOOK, tmp_path, parameters, message)
-
-
-def test_too_many_tokenizer_stages_for_the_images_stop_the_notebook_before_training(tmp_path):
-    error, executed = run_notebook(tmp_path, {"dataset": "digits", "conv_layers": 5})
-    assert error.ename == "ValueError"
-    assert "parameter conv_layers must leave a map of at least 3x3 pixels" in error.evalue
-    assert "5 stages are too many for 32x32 images" in error.evalue
-    assert not any("train_and_evaluate(" in c.source and c.get("execution_count")
-                   for c in executed.cells)
+def test_bad_parameters_stop_the_cct_notebook_at_once(parameters, message, monkeypatch):
+    assert_stops_before_loading_data(NOTEBOOK, parameters, message, monkeypatch)
 
 
 # --- The smoke run on the built site (slow) ---------------------------------------------
@@ -316,8 +379,8 @@ def test_cct_smoke_run_learns_well_above_chance(smoke_build):
     # 10 classes: chance is 10%.
     assert record["test_top1"] > 0.75, record["test_top1"]
     assert record["history"]["loss"][-1] < record["history"]["loss"][0]
-    assert record["default_params"] == 416_331
-    assert record["vit_default_params"] > 50 * record["default_params"]
+    assert record["default_parameter_count"] == 416_331
+    assert record["vit_default_parameter_count"] > 50 * record["default_parameter_count"]
     assert record["num_tokens"] == 64 and 1 <= record["pooling_effective_tokens"] <= 64
     print(f"CCT smoke: top-1 {record['test_top1']:.2%}, notebook "
           f"{smoke_build['seconds']['cct']:.0f} s, training {record['train_seconds']:.0f} s")
@@ -345,5 +408,5 @@ def test_cct_page_has_its_figures_and_glued_numbers(smoke_build):
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
     assert f"{record['parameter_count']:,} parameters" in text
-    assert f"the CCT has {record['default_params']:,} parameters" in text
-    assert f"{record['vit_default_params']:,} of the ViT notebook" in text
+    assert f"the CCT has {record['default_parameter_count']:,} parameters" in text
+    assert f"{record['vit_default_parameter_count']:,} of the ViT notebook" in text

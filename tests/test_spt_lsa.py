@@ -1,5 +1,5 @@
-"""The SPT + LSA notebook: its exported layers (helpers/spt_lsa.py) against NumPy
-references, its parameter checks, and its smoke run in the built book."""
+"""The SPT + LSA notebook: its exported layers and builder (helpers/papers/spt_lsa.py)
+against NumPy references, its parameter checks, and its smoke run in the built book."""
 
 import ast
 import json
@@ -13,17 +13,19 @@ import papermill
 import pytest
 from keras import ops
 
+from helpers import papers
 from helpers.book import export
-from helpers.harness.augment import augmentation_pipeline
+from helpers.harness.parameters import Parameters
 from helpers.harness.records import read_record
 from helpers.papers.spt_lsa import (
+    DEFAULTS,
     SHIFTS,
     LocalitySelfAttention,
     ShiftedPatchTokenization,
-    create_spt_lsa_classifier,
+    build_spt_lsa,
     shift_images,
 )
-from helpers.papers.vit import attention_scores, create_vit_classifier
+from helpers.papers.vit import attention_scores, build_vit
 
 from conftest import ROOT, assert_stops_before_loading_data
 
@@ -242,12 +244,19 @@ def test_layers_round_trip_through_their_config():
 
 # --- the models -------------------------------------------------------------------------
 
+SMALL = {"image_size": 32, "patch_size": 8, "projection_dim": 16, "num_heads": 2,
+         "transformer_layers": 2, "mlp_head_units": [32]}
+
+
+def small(**values):
+    """The notebook's defaults with a small model (``SMALL``) and ``values`` changed."""
+    return Parameters({**DEFAULTS, **SMALL, **values})
+
+
 def small_models(num_classes=10):
     x = np.zeros((4, 32, 32, 3), np.uint8)
-    vanilla = create_vit_classifier((32, 32, 3), num_classes, augmentation_pipeline(x),
-                                    32, 8, 16, 2, 2, [32])
-    sl = create_spt_lsa_classifier((32, 32, 3), num_classes, augmentation_pipeline(x),
-                                   32, 8, 16, 2, 2, [32])
+    vanilla = build_vit(small(), x, num_classes)
+    sl = build_spt_lsa(small(), x, num_classes)
     return vanilla, sl
 
 
@@ -267,21 +276,40 @@ def test_sl_vit_differs_from_the_vit_only_in_tokenizer_and_attention():
 @pytest.mark.parametrize("shifted_patches,locality_attention", [(True, False), (False, True)])
 def test_each_idea_can_be_switched_off_alone(shifted_patches, locality_attention):
     x = np.zeros((4, 32, 32, 3), np.uint8)
-    model = create_spt_lsa_classifier((32, 32, 3), 5, augmentation_pipeline(x), 32, 8, 16, 2, 1,
-                                      [32], shifted_patches=shifted_patches,
-                                      locality_attention=locality_attention)
+    model = build_spt_lsa(small(transformer_layers=1), x, 5, shifted_patches=shifted_patches,
+                          locality_attention=locality_attention)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert ("ShiftedPatchTokenization" in kinds) == shifted_patches
     assert ("LocalitySelfAttention" in kinds) == locality_attention
     assert ("MultiHeadAttention" in kinds) == (not locality_attention)
 
 
+def test_with_both_ideas_off_the_builder_makes_the_vanilla_vit():
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    off = build_spt_lsa(small(), x, 10, shifted_patches=False, locality_attention=False)
+    vanilla = build_vit(small(), x, 10)
+    assert [type(layer).__name__ for layer in off.layers] == [
+        type(layer).__name__ for layer in vanilla.layers]
+    assert off.count_params() == vanilla.count_params()
+
+
+def test_the_builder_follows_the_parameters_it_is_given():
+    x = np.zeros((2, 16, 16, 1), np.uint8)
+    model = papers.build("spt_lsa", {"image_size": 16, "patch_size": 4, "projection_dim": 8,
+                                     "num_heads": 3, "transformer_layers": 3,
+                                     "mlp_head_units": [8], "dropout_rate": 0.2}, x, 7)
+    lsa = [layer for layer in model.layers if isinstance(layer, LocalitySelfAttention)]
+    assert [(layer.num_heads, layer.key_dim, layer.dropout) for layer in lsa] == [(3, 8, 0.2)] * 3
+    (spt,) = [layer for layer in model.layers if isinstance(layer, ShiftedPatchTokenization)]
+    assert (spt.image_size, spt.patch_size, spt.projection_dim) == (16, 4, 8)
+    assert model.input_shape == (None, 16, 16, 1) and model.output_shape == (None, 7)
+    assert model.name == "spt_lsa_vit"
+
+
 def test_full_size_sl_vit_has_the_parameter_count_of_the_recipe():
     """CIFAR-100 defaults: 72 px, patch 6, 8 x 64-dim blocks, 4 heads, head 2048/1024."""
     x = np.zeros((4, 32, 32, 3), np.uint8)
-    augmentation = augmentation_pipeline(x, image_size=72, rotation=0.02, zoom=0.2)
-    model = create_spt_lsa_classifier((32, 32, 3), 100, augmentation, 72, 6, 64, 4, 8,
-                                      [2048, 1024])
+    model = build_spt_lsa(Parameters(DEFAULTS), x, 100)
     vit_params = 21_759_019  # helpers.papers.vit at the same recipe (tests/test_vit.py)
     patch_dim = 6 * 6 * 3
     assert model.count_params() == vit_params + 4 * patch_dim * 64 + 2 * 5 * patch_dim + 8
@@ -309,7 +337,10 @@ def test_sl_vit_saves_and_loads_as_a_keras_file(tmp_path):
 
 
 def test_helpers_spt_lsa_is_the_export_of_the_notebook():
-    assert export.main(["--check"]) == 0, "run python -m helpers.book.export"
+    assert not export.own_imports(NOTEBOOK), "the notebook imports helpers.papers.spt_lsa"
+    module = ROOT / "helpers" / "papers" / "spt_lsa.py"
+    assert module.read_text() == export.saved_source(NOTEBOOK), (
+        "helpers/papers/spt_lsa.py is stale: run python -m helpers.book.export")
 
 
 # --- the notebook -----------------------------------------------------------------------
@@ -328,13 +359,22 @@ def test_spt_lsa_defaults_are_the_source_recipe_with_its_schedule_applied():
 
 @pytest.mark.parametrize("parameters,message", [
     ({"patch_size": 5}, "parameter patch_size must divide image_size=72, got 5"),
-    ({"patch_size": 1, "image_size": 8}, "parameter patch_size must be at least 2"),
+    ({"patch_size": 1, "image_size": 8},
+     "parameter patch_size must be at least 2, so that SPT shifts by patch_size // 2 > 0 "
+     "pixels, got 1"),
+    ({"patch_size": 8, "image_size": 8},
+     "parameter patch_size must be smaller than image_size=8: LSA needs at least two tokens, "
+     "got 8"),
     ({"learning_rate": 0.0}, "parameter learning_rate must be > 0"),
     ({"batch_size": "big"}, "parameter batch_size must be an integer, got 'big'"),
     ({"lr_schedule": "step"}, "parameter lr_schedule must be one of 'constant', 'cosine'"),
+    ({"warmup_fraction": 1.0}, "parameter warmup_fraction must be in [0, 1), got 1.0"),
+    ({"head_dropout_rate": 1.5}, "parameter head_dropout_rate must be in [0, 1), got 1.5"),
+    ({"warmup_steps": 100}, "parameter warmup_steps is not declared by this notebook: did you "
+                            "mean warmup_fraction"),
 ])
-def test_bad_parameters_stop_the_spt_lsa_notebook_at_once(tmp_path, parameters, message):
-    assert_stops_before_loading_data(NOTEBOOK, tmp_path, parameters, message)
+def test_bad_parameters_stop_the_spt_lsa_notebook_at_once(parameters, message, monkeypatch):
+    assert_stops_before_loading_data(NOTEBOOK, parameters, message, monkeypatch)
 
 
 # --- the smoke run in the built book (slow) ---------------------------------------------
