@@ -14,7 +14,6 @@ import pytest
 from keras import ops
 
 from helpers import papers
-from helpers.book import export
 from helpers.harness.parameters import Parameters
 from helpers.harness.records import read_record
 from helpers.papers.spt_lsa import (
@@ -334,13 +333,6 @@ def test_sl_vit_saves_and_loads_as_a_keras_file(tmp_path):
     np.testing.assert_allclose(ops.convert_to_numpy(loaded(images, training=False)),
                                ops.convert_to_numpy(sl(images, training=False)),
                                rtol=1e-5, atol=1e-5)
-
-
-def test_helpers_spt_lsa_is_the_export_of_the_notebook():
-    assert not export.own_imports(NOTEBOOK), "the notebook imports helpers.papers.spt_lsa"
-    module = ROOT / "helpers" / "papers" / "spt_lsa.py"
-    assert module.read_text() == export.saved_source(NOTEBOOK), (
-        "helpers/papers/spt_lsa.py is stale: run python -m helpers.book.export")
 
 
 # --- the notebook -----------------------------------------------------------------------

@@ -123,7 +123,7 @@ class LearningRateRecorder(keras.callbacks.Callback):
     ``model.optimizer.learning_rate`` (a schedule is evaluated at the current
     step), so ``steps`` and ``rates`` show the rate the optimizer really used,
     not the one a schedule was meant to give. Pass it in ``callbacks`` of
-    ``train_and_evaluate``. Used by the SPT + LSA notebook to show that the
+    ``run.train`` (or ``train_and_evaluate``). Used by the SPT + LSA notebook to show that the
     warmup-cosine schedule drives AdamW.
     """
 
