@@ -14,12 +14,20 @@ import pytest
 from bs4 import BeautifulSoup
 from keras import ops
 
-from helpers.harness.augment import augmentation_pipeline
-from helpers.papers.layers import StochasticDepth
+import helpers.harness.data
+from helpers.harness.parameters import Parameters
 from helpers.harness.records import read_record
-from helpers.papers.shiftvit import Shift, create_shiftvit_classifier, patch_merging, shift_block
+from helpers.papers import build, defaults
+from helpers.papers.layers import StochasticDepth
+from helpers.papers.shiftvit import (
+    Shift,
+    build_shiftvit,
+    patch_merging,
+    shift_block,
+    shiftvit_augmentation,
+)
 
-from conftest import ROOT, assert_stops_before_loading_data
+from conftest import ROOT, assert_stops_before_loading_data, start_cell_namespace
 
 NOTEBOOK = ROOT / "book" / "shiftvit.ipynb"
 
@@ -116,8 +124,7 @@ def test_patch_merging_halves_the_side_and_doubles_the_channels():
 
 def test_full_size_model_has_the_parameter_count_of_the_recipe():
     """CIFAR-10 defaults: 48 px crops, patch 4, 96 channels, stages [2, 4, 8, 2], MLP ratio 2."""
-    augmentation = augmentation_pipeline(normalize="rescale", image_size=52, crop_size=48)
-    model = create_shiftvit_classifier((32, 32, 3), 10, augmentation, 4, 96, [2, 4, 8, 2])
+    model = build("shiftvit")  # the notebook's defaults, on random 32x32 CIFAR-like images
     block = lambda c: 2 * c + (c * 2 * c + 2 * c) + (2 * c * c + c)  # noqa: E731
     merge = lambda c: 2 * c + 2 * 2 * c * 2 * c  # noqa: E731
     widths = [96, 192, 384, 768]
@@ -127,22 +134,38 @@ def test_full_size_model_has_the_parameter_count_of_the_recipe():
     assert model.count_params() == expected == 11_690_602
     shifts = [layer for layer in model.layers if isinstance(layer, Shift)]
     assert [s.output.shape[1] for s in shifts] == [12] * 2 + [6] * 4 + [3] * 8 + [2] * 2
-    assert model.output_shape == (None, 10)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
+
+
+def small(**overrides):
+    """The notebook's defaults, changed by ``overrides`` (Parameters, as ``run.p``)."""
+    return Parameters({**defaults("shiftvit"), **overrides})
+
+
+def test_the_augmentation_rescales_resizes_and_centre_crops_at_inference():
+    augmentation = shiftvit_augmentation(defaults("shiftvit"))  # 52 px, crops of 48
+    image = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3)).astype("float32")
+    centre = ops.convert_to_numpy(augmentation(image, training=False))
+    resized = ops.convert_to_numpy(ops.image.resize(image / 255, (52, 52)))
+    np.testing.assert_allclose(centre, resized[:, 2:50, 2:50], atol=1e-5)
+    views = ops.convert_to_numpy(augmentation(np.repeat(image, 8, axis=0), training=True))
+    assert views.shape == (8, 48, 48, 3) and 0 <= views.min() and views.max() <= 1
 
 
 def test_drop_path_grows_linearly_over_the_whole_network():
-    augmentation = augmentation_pipeline(normalize="rescale")
-    model = create_shiftvit_classifier((16, 16, 3), 3, augmentation, 4, 12, [2, 3],
-                                       stochastic_depth_rate=0.2)
+    x_train = np.zeros((2, 16, 16, 3), dtype="uint8")
+    p = small(image_size=16, crop_size=16, projected_dim=12, num_shift_blocks_per_stages=[2, 3],
+              stochastic_depth_rate=0.2)
+    model = build_shiftvit(p, x_train, 3)
     rates = [layer.rate for layer in model.layers if isinstance(layer, StochasticDepth)]
     np.testing.assert_allclose(rates, [0.0, 0.05, 0.1, 0.15, 0.2])
+    assert model.output_shape == (None, 3)
 
 
 def test_the_model_round_trips_through_a_keras_file(tmp_path):
-    augmentation = augmentation_pipeline(normalize="rescale", image_size=20, crop_size=16,
-                                         seed=0)
-    model = create_shiftvit_classifier((16, 16, 3), 4, augmentation, 4, 12, [1, 1],
-                                       num_div=4, shift_pixel=1)
+    p = small(image_size=20, crop_size=16, projected_dim=12, num_shift_blocks_per_stages=[1, 1],
+              num_div=4, shift_pixel=1, seed=0)
+    model = build("shiftvit", p, x_train=np.zeros((2, 16, 16, 3), dtype="uint8"), num_classes=4)
     path = tmp_path / "shiftvit.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -167,18 +190,62 @@ def test_shiftvit_defaults_are_the_full_recipe():
 
 
 @pytest.mark.parametrize("parameters,message", [
-    ({"num_div": 3}, "parameter num_div must be >= 4"),
-    ({"shift_pixel": 2}, "parameter shift_pixel must be smaller than the smallest feature map "
-                         "it shifts: 48 px crops, 4 px patches and 4 stages give maps of "
-                         "[12, 6, 3, 2] px, got 2"),
+    ({"num_div": 3}, "parameter num_div must be >= 4 (four groups move: left, right, up, down), "
+                     "got 3"),
+    ({"num_div": 16, "projected_dim": 12},
+     "parameter num_div must be at most projected_dim=12 so that every group has a channel, got 16"),
+    ({"shift_pixel": 2}, "parameter shift_pixel must be smaller than the smallest feature map it "
+                         "shifts (the 48 px crop in 4 px patches, halved at each merge between "
+                         "stages [2, 4, 8, 2]), got 2"),
+    # the smoke model's maps are 8 and 4 px: a shift of 4 would empty the second stage's
+    ({"image_size": 36, "crop_size": 32, "num_shift_blocks_per_stages": [2, 2], "shift_pixel": 4},
+     "parameter shift_pixel must be smaller than the smallest feature map it shifts"),
     ({"patch_size": 5}, "parameter patch_size must divide crop_size=48, got 5"),
+    ({"crop_size": 56}, "parameter crop_size must be at most image_size=52, got 56"),
+    ({"num_shift_blocks_per_stages": []},
+     "parameter num_shift_blocks_per_stages must list at least one stage, got []"),
+    ({"num_shift_blocks_per_stages": [2, 0]},
+     "parameter num_shift_blocks_per_stages must be > 0, got [2, 0]"),
     ({"stochastic_depth_rate": 1.0}, "parameter stochastic_depth_rate must be in [0, 1), got 1.0"),
+    ({"early_stopping_patience": -1}, "parameter early_stopping_patience must be >= 0, got -1"),
     ({"learning_rate": 0}, "parameter learning_rate must be > 0, got 0"),
+    ({"warmup_fraction": 1.5}, "parameter warmup_fraction must be in [0, 1), got 1.5"),
     ({"num_shift_blocks_per_stages": [2, "4"]},
      "parameter num_shift_blocks_per_stages must be a list of int"),
+    ({"projection_dim": 64}, "parameter projection_dim is not declared by this notebook: did you "
+                             "mean projected_dim?"),
 ])
-def test_bad_parameters_stop_the_shiftvit_notebook_at_once(tmp_path, parameters, message):
-    assert_stops_before_loading_data(NOTEBOOK, tmp_path, parameters, message)
+def test_bad_parameters_stop_the_shiftvit_notebook_at_once(parameters, message, monkeypatch):
+    assert_stops_before_loading_data(NOTEBOOK, parameters, message, monkeypatch)
+
+
+@pytest.mark.parametrize("crop_size,patch_size,stages,shift_pixel", [
+    (48, 4, [2, 4, 8, 2], 1), (32, 4, [2, 2], 3), (40, 4, [1, 1, 1, 1], 1), (36, 4, [1, 1, 1], 2),
+    (48, 4, [2], 11),
+])
+def test_the_shift_rule_lets_through_exactly_the_shifts_the_maps_can_take(
+        crop_size, patch_size, stages, shift_pixel, monkeypatch):
+    """The start cell's closed form against the maps of the built model: the largest
+    shift the smallest map takes gets through to the data, one pixel more stops."""
+    parameters = {"image_size": crop_size, "crop_size": crop_size, "patch_size": patch_size,
+                  "projected_dim": 12, "num_shift_blocks_per_stages": stages,
+                  "shift_pixel": shift_pixel}
+    model = build("shiftvit", parameters, x_train=np.zeros((1, 8, 8, 3), dtype="uint8"),
+                  num_classes=2)
+    smallest = min(layer.output.shape[1] for layer in model.layers if isinstance(layer, Shift))
+    assert shift_pixel == smallest - 1
+    assert_stops_before_loading_data(NOTEBOOK, parameters | {"shift_pixel": smallest},
+                                     "parameter shift_pixel must be smaller", monkeypatch)
+
+    class Loading(Exception):
+        pass
+
+    def loading(*args, **kwargs):
+        raise Loading
+
+    monkeypatch.setattr(helpers.harness.data, "load_dataset", loading)
+    with pytest.raises(Loading):
+        start_cell_namespace(NOTEBOOK, parameters)
 
 
 # End to end, on the book built once per session with the smoke profile.
