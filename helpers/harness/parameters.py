@@ -229,22 +229,21 @@ def require(condition: bool, name: str, message: str) -> None:
         raise ValueError(f"parameter {name} {message}")
 
 
-Rule = tuple[str, Callable[[Parameters], bool], str]
+Rule = tuple[str, Callable[[Parameters], bool], str | Callable[[Parameters], str]]
 
 
 def apply_rules(values: Parameters, rules: Iterable[Rule]) -> None:
     """A notebook's own rules, each ``(name, test, message)``: ``test(values)`` must hold.
 
     ``message`` may name other parameters in braces (``"must divide
-    image_size={image_size}"``); the failure reads ``parameter <name>
-    <message>, got <value>``. Rules run after the range checks, so a test may
+    image_size={image_size}"``) or be a function of the values; the failure
+    reads ``parameter <name> <message>, got <value>``. Rules run after the range checks, so a test may
     divide by a parameter checked to be positive.
     """
     for name, test, message in rules:
         if not test(values):
-            raise ValueError(
-                f"parameter {name} {message.format(**values)}, got {values[name]!r}"
-            )
+            text = message(values) if callable(message) else message.format(**values)
+            raise ValueError(f"parameter {name} {text}, got {values[name]!r}")
 
 
 def _each(values, name, test, allowed):
