@@ -83,3 +83,51 @@ def test_an_existing_npz_is_a_valid_dataset(tmp_path):
     path = tmp_path / "mine.npz"
     path.write_bytes(b"")  # only its existence is checked here; load_dataset reads it
     assert parameters.collect(namespace(dataset=str(path)))["dataset"] == str(path)
+
+
+def test_rules_name_the_parameter_with_a_message_from_the_values():
+    values = parameters.Parameters({"image_size": 72, "patch_size": 5})
+    divides = ("patch_size", lambda p: p.image_size % p.patch_size == 0,
+               "must divide image_size={image_size}")
+    with pytest.raises(ValueError, match="parameter patch_size must divide image_size=72, got 5"):
+        parameters.apply_rules(values, [divides])
+    computed = ("patch_size", lambda p: False, lambda p: f"leaves {p.image_size % p.patch_size} px")
+    with pytest.raises(ValueError, match="parameter patch_size leaves 2 px, got 5"):
+        parameters.apply_rules(values, [computed])
+    parameters.apply_rules(parameters.Parameters({"image_size": 72, "patch_size": 6}), [divides])
+
+
+def test_an_injected_name_the_notebook_does_not_declare_fails_with_suggestions():
+    ns = namespace()
+    ns["In"] = ["", "epochs: int = 2  # ...", "# Parameters\nepoch = 3\n"]
+    ns["epoch"] = 3
+    with pytest.raises(ValueError, match="parameter epoch is not declared by this notebook: "
+                                         "did you mean epochs\\?"):
+        parameters.collect(ns)
+    ns["In"][-1] = "# Parameters\nepochs = 3\n"
+    assert parameters.collect(ns)["epochs"] == 2  # the namespace's value; papermill set it
+
+
+@pytest.mark.parametrize("name,declared,expected", [
+    ("latent_dim", ["num_latents", "num_heads", "dataset"], ["num_latents"]),
+    ("patchsize", ["patch_size", "image_size"], ["patch_size"]),
+    ("lr", ["learning_rate", "seed"], []),
+])
+def test_closest_names_by_spelling_or_by_a_shared_word(name, declared, expected):
+    assert parameters.closest(name, declared) == expected
+
+
+def test_the_parameters_cells_own_values_are_read_from_the_input_history():
+    ns = {"__annotations__": {"a": int, "b": list[int]}, "a": 5, "b": [1],
+          "In": ["", "a: int = 3  # x\nb: list[int] = [1, 2]  # y\n", "# Parameters\na = 5\n"]}
+    assert parameters.cell_defaults(ns) == {"a": 3, "b": [1, 2]}
+    assert parameters.cell_defaults({"__annotations__": {"a": int}, "a": 1}) is None
+
+
+def test_parameters_read_as_attributes_and_stay_read_only():
+    p = parameters.Parameters({"patch_size": 6})
+    assert p.patch_size == 6 and p == {"patch_size": 6}
+    with pytest.raises(AttributeError, match="no parameter 'image_size'"):
+        p.image_size
+    with pytest.raises(AttributeError, match="read-only"):
+        p.patch_size = 4
