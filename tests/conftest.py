@@ -1,6 +1,7 @@
 """Shared fixtures. The tests run offline on the CPU, TensorFlow backend by default."""
 
 import os
+import re
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -9,6 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# The harness call that every training notebook makes right after its parameters cell.
+START_CALL = re.compile(r"\bstart\(\s*globals\(\)")
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +76,7 @@ def start_cell_namespace(notebook, parameters: dict) -> dict:
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     index = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
-    start_cell = next(c for c in code[index + 1:] if "start(globals()" in c.source)
+    start_cell = next(c for c in code[index + 1:] if START_CALL.search(c.source))
     injected = translate_parameters("python3", "python", parameters, "Parameters")
     namespace = {"__name__": "__main__", "In": ["", code[index].source, injected]}
     exec(compile(code[index].source, f"{notebook.name}:parameters", "exec"), namespace)

@@ -169,8 +169,9 @@ def test_the_results_page_tables_every_record_and_plots_it(smoke_build):
 
 
 def test_the_papers_builders_make_the_models_the_notebooks_trained(smoke_build):
-    """``helpers.papers.build`` (what the benchmark and the results page call) makes,
-    from a record's parameters, a model of exactly the size the notebook trained."""
+    """The record's parameter count is that of the model ``helpers.papers.build``
+    remakes from the record's parameters, so the results page's FLOP column
+    describes the model the notebook trained."""
     import numpy as np
 
     for name in MODELS:

@@ -18,7 +18,7 @@ import pytest
 from helpers.book.runner import SUMMARY_PAGES, toc_notebooks
 from helpers.harness.parameters import COMMON_PARAMETERS
 
-from conftest import ROOT, assert_stops_before_loading_data
+from conftest import ROOT, START_CALL, assert_stops_before_loading_data
 
 NOTEBOOKS = toc_notebooks(ROOT)
 
@@ -163,9 +163,10 @@ def test_a_notebook_killed_mid_training_resumes_when_run_again(tmp_path):
      "parameter results_dir must be a folder of records, got 'no_such_folder'"),
     ({"results_dir": "."}, "parameter results_dir must hold a record of at least one notebook"),
     ({"profile": 3}, "parameter profile must be a string, got 3"),
+    ({"profle": "smoke"}, "parameter profle is not declared by this notebook: did you mean profile"),
 ])
-def test_bad_parameters_stop_the_results_page_at_once(tmp_path, parameters, message):
-    assert_stops_before_loading_data(ROOT / "book/results.ipynb", tmp_path, parameters, message)
+def test_bad_parameters_stop_the_results_page_at_once(parameters, message, monkeypatch):
+    assert_stops_before_loading_data(ROOT / "book/results.ipynb", parameters, message, monkeypatch)
 
 
 TRAINING_NOTEBOOKS = [nb for nb in NOTEBOOKS if nb.stem not in SUMMARY_PAGES]
@@ -201,11 +202,11 @@ def test_the_papers_first_code_comes_within_20_lines_of_the_parameters_cell(path
 def test_the_plumbing_cells_are_collapsed_on_the_site(path):
     cells = [c for c in nbformat.read(ROOT / path, as_version=4).cells if c.cell_type == "code"]
     tags = {name: [c.metadata.get("tags", []) for c in cells if name in c.source]
-            for name in ("start(globals()", "run.finish(", 'if "google.colab" in sys.modules')}
-    assert tags["start(globals()"] == [["hide-input"]]  # the output (data, devices) shows
+            for name in ("run.finish(", 'if "google.colab" in sys.modules')}
+    starts = [i for i, c in enumerate(cells) if START_CALL.search(c.source)]
+    assert [cells[i].metadata.get("tags") for i in starts] == [["hide-input"]]  # output shows
     assert [t for t in tags["run.finish("] if "hide-input" in t]
     assert tags['if "google.colab" in sys.modules'] == [["colab-setup", "hide-cell"]]
-    starts = [i for i, c in enumerate(cells) if "start(globals()" in c.source]
     params = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
     assert starts == [params[0] + 1]  # right after the parameters cell
 

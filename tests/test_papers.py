@@ -1,44 +1,259 @@
-"""The models rebuilt from parameters (helpers.models), their FLOPs (helpers.book.flops)
-and the benchmark (helpers.book.bench)."""
+"""The papers' builders (``helpers.papers``), and what builds models through them:
+the benchmark (``helpers.book.bench``), the FLOP counter (``helpers.book.flops``)
+and the results page.
 
+Each paper has one builder, ``build_<name>``, defined in its notebook and
+exported to ``helpers/papers/<name>.py``; everything else calls it through
+``helpers.papers.build``.
+"""
+
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
+import nbformat
+import numpy as np
 import pytest
 
-from helpers import models
-from helpers.book.flops import models_flops
+from helpers import papers
+from helpers.book import bench, flops
+from helpers.book.runner import profile_parameters
+from helpers.harness.parameters import Parameters
+from helpers.papers import MODELS
 
-from conftest import ROOT
+from conftest import ROOT, start_cell_namespace
 
 
-def test_the_defaults_are_read_from_each_notebooks_parameters_cell():
-    vit = models.notebook_defaults("vit")
-    assert (vit["image_size"], vit["patch_size"], vit["mlp_head_units"]) == (72, 6, [2048, 1024])
-    assert models.notebook_defaults("perceiver")["num_latents"] == 256
-    assert models.notebook_defaults("shiftvit")["num_shift_blocks_per_stages"] == [2, 4, 8, 2]
-    smoke = models.profile_parameters("cct", "smoke")
+def parameters_cell_values(notebook) -> dict:
+    """``{name: value}`` of the parameters cell of a committed notebook, in order."""
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return {node.target.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+            if isinstance(node, ast.AnnAssign) and node.value is not None}
+
+
+def test_the_defaults_are_each_notebooks_parameters_cell():
+    """The generated ``DEFAULTS`` have not drifted from the notebooks they come from."""
+    for name in MODELS:
+        cell = parameters_cell_values(ROOT / "book" / f"{name}.ipynb")
+        defaults = papers.defaults(name)
+        assert list(defaults) == list(cell), f"{name}: run python -m helpers.book.export"
+        assert dict(defaults) == cell, f"{name}: run python -m helpers.book.export"
+        assert isinstance(defaults, Parameters)
+        assert defaults.dataset == cell["dataset"]  # reads as attributes too
+
+
+def test_the_defaults_are_a_copy_and_the_profiles_go_on_top():
+    defaults = papers.defaults("vit")
+    defaults["mlp_head_units"].append(1)
+    assert papers.defaults("vit")["mlp_head_units"] == parameters_cell_values(
+        ROOT / "book" / "vit.ipynb")["mlp_head_units"]
+    smoke = profile_parameters("cct", "smoke")
     assert (smoke["dataset"], smoke["epochs"], smoke["conv_channels"]) == ("digits", 10, 16)
-    assert smoke["num_heads"] == models.notebook_defaults("cct")["num_heads"]  # kept default
-    with pytest.raises(ValueError, match="model must be one of vit, spt_lsa"):
-        models.notebook_defaults("resnet")
+    assert smoke["num_heads"] == papers.defaults("cct")["num_heads"]  # kept default
     with pytest.raises(ValueError, match="profile must be one of"):
-        models.profile_parameters("vit", "fast")
+        profile_parameters("vit", "fast")
 
 
-def test_the_full_size_models_have_their_notebooks_sizes():
-    """The counts of the notebooks' defaults (tests of each notebook check them too)."""
-    expected = {"vit": 21_759_019, "perceiver": 9_763_947, "shiftvit": 11_690_602}
-    for name, count in expected.items():
-        model = models.build_model(name, models.notebook_defaults(name))
-        assert model.count_params() == count, name
-    cct = models.build_model("cct", models.notebook_defaults("cct"))
-    assert 380_000 < cct.count_params() < 420_000
+class Spy:
+    """Stands in for a builder: records its calls, then calls ``then`` (or returns None)."""
+
+    def __init__(self, then=None):
+        self.calls, self.then = [], then
+
+    def __call__(self, p, x_train, num_classes, **options):
+        self.calls.append((p, x_train, num_classes, options))
+        return self.then(p, x_train, num_classes, **options) if self.then else None
 
 
+@pytest.fixture
+def spy_vit(monkeypatch):
+    """``helpers.papers.vit.build_vit`` wrapped: the real builder, its calls recorded."""
+    import helpers.papers.vit
+
+    spy = Spy(then=helpers.papers.vit.build_vit)
+    monkeypatch.setattr(helpers.papers.vit, "build_vit", spy)
+    return spy
+
+
+def test_build_completes_partial_parameters_with_the_notebooks_defaults(monkeypatch):
+    import helpers.papers.vit
+
+    spy = Spy()
+    monkeypatch.setattr(helpers.papers.vit, "build_vit", spy)
+    assert papers.builder("vit") is spy
+    papers.build("vit", {"patch_size": 4})
+    ((p, x_train, num_classes, _),) = spy.calls
+    assert isinstance(p, Parameters) and p.patch_size == 4
+    assert p == {**papers.defaults("vit"), "patch_size": 4}
+    # no images given: random uint8 images and the class count of p's dataset (CIFAR-100)
+    assert x_train.dtype == np.uint8 and x_train.shape[1:] == (32, 32, 3)
+    assert num_classes == 100
+
+    images = np.zeros((2, 16, 16, 3), "uint8")
+    papers.build("vit", None, images, 5)
+    assert spy.calls[1][0] == papers.defaults("vit")
+    assert spy.calls[1][1] is images and spy.calls[1][2] == 5
+    papers.build("vit", {"dataset": "digits"}, images)
+    assert spy.calls[2][2] == 10
+
+
+def test_unknown_papers_are_rejected():
+    message = "model must be one of vit, spt_lsa, perceiver, cct, shiftvit, got 'resnet'"
+    for call in (papers.build, papers.defaults, papers.builder, papers.optimizer):
+        with pytest.raises(ValueError, match=message):
+            call("resnet")
+
+
+def test_each_paper_trains_with_its_notebooks_optimizer():
+    import keras
+
+    for name in MODELS:
+        module = papers._module(name)
+        p = papers.defaults(name)
+        optimizer = papers.optimizer(name)
+        if hasattr(module, "optimizer_factory"):
+            assert type(optimizer) is type(module.optimizer_factory(p)(p.learning_rate))
+        else:
+            assert isinstance(optimizer, keras.optimizers.AdamW)
+            assert optimizer.weight_decay == pytest.approx(p.weight_decay)
+        assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(
+            p.learning_rate)
+    faster = papers.optimizer("vit", {"learning_rate": 0.01})
+    assert float(keras.ops.convert_to_numpy(faster.learning_rate)) == pytest.approx(0.01)
+
+
+# The static checks: one builder per paper, defined in its notebook, called by its
+# notebook's model cell; nothing else defines one or calls the builders they replaced.
+OLD_BUILDER = re.compile(r"create" + r"_\w+_classifier")
+BUILDER_DEFINITION = re.compile(
+    r"def\s+(build_(?:%s)|build_model|%s)\s*\(" % ("|".join(MODELS), OLD_BUILDER.pattern))
+
+
+def saved_and_other_code(name):
+    cells = [c.source for c in nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4).cells
+             if c.cell_type == "code"]
+    saved = [s for s in cells if s.startswith("# @save")]
+    return saved, [s for s in cells if not s.startswith("# @save")]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_notebooks_model_cell_calls_its_own_builder(name):
+    saved, other = saved_and_other_code(name)
+    definitions = [node.name for source in saved for node in ast.parse(source).body
+                   if isinstance(node, ast.FunctionDef)]
+    assert definitions.count(f"build_{name}") == 1
+    assert [s for s in other if f"build_{name}(run.p, data.x_train, data.num_classes" in s]
+    module = (ROOT / "helpers" / "papers" / f"{name}.py").read_text()
+    builders = [node.name for node in ast.parse(module).body if isinstance(node, ast.FunctionDef)
+                and (node.name.startswith("build_") or OLD_BUILDER.fullmatch(node.name))]
+    assert builders == [f"build_{name}"]
+    assert papers.builder(name).__name__ == f"build_{name}"
+
+
+def test_no_other_file_defines_a_builder_or_calls_the_old_ones():
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    own = {f"book/{name}.ipynb" for name in MODELS} | {f"helpers/papers/{name}.py"
+                                                       for name in MODELS}
+    offending = []
+    for path in listed:
+        if path in own or path.startswith("vendor/") or not (ROOT / path).is_file():
+            continue
+        if not path.endswith((".py", ".ipynb", ".md", ".yml", ".toml", ".txt")):
+            continue
+        text = (ROOT / path).read_text(errors="replace")
+        offending += [f"{path}: {m.group(0)}" for m in BUILDER_DEFINITION.finditer(text)]
+        offending += [f"{path}: {m.group(0)}" for m in OLD_BUILDER.finditer(text)]
+    assert not offending
+
+
+# What builds models through the builders.
+def test_the_benchmark_times_the_model_the_papers_builder_makes(spy_vit):
+    tiny = {**profile_parameters("vit", "smoke"), "transformer_layers": 1, "mlp_head_units": [8]}
+    result = bench.bench_model("vit", tiny, batch_size=8, steps=1, warmup=1, repeats=1,
+                               jit_compile=False)
+    ((p, x_train, num_classes, _),) = spy_vit.calls
+    assert p == tiny and x_train.dtype == np.uint8 and num_classes == 10
+    assert result["parameter_count"] == papers.build("vit", tiny).count_params()
+    assert len(result["epoch_seconds"]) == 2 and result["images_per_second"] > 0
+
+
+def test_the_flop_counter_counts_the_model_the_papers_builder_makes(spy_vit, monkeypatch):
+    """``_count_specs``, what the JAX child process runs; XLA's count itself is faked
+    (on JAX it needs no child: ``models_flops`` calls ``_count_specs`` directly)."""
+    counted = []
+    monkeypatch.setattr(flops, "count_flops",
+                        lambda model, shape: counted.append((model, shape)) or 1000 + len(counted))
+    smoke = profile_parameters("vit", "smoke")
+    specs = [{"name": "vit", "parameters": smoke},
+             {"name": "vit", "parameters": {**smoke, "dataset": "mine.npz"},
+              "input_shape": [16, 16, 3], "num_classes": 4}]
+    assert flops._count_specs(specs) == [1001, 1002]
+    (p, x_train, num_classes, _), (_, x_other, classes_other, _) = spy_vit.calls
+    assert p == smoke and x_train.shape[1:] == (32, 32, 3) and num_classes == 10
+    assert x_other.shape[1:] == (16, 16, 3) and classes_other == 4
+    assert [shape for _, shape in counted] == [(32, 32, 3), (16, 16, 3)]
+    assert counted[0][0].count_params() == papers.build("vit", smoke).count_params()
+
+
+def write_vit_record(folder, parameters):
+    from helpers.harness.data import Dataset
+    from helpers.harness.records import write_record
+    from helpers.harness.train import TrainResult
+
+    x = np.zeros((20, 32, 32, 3), np.uint8)
+    y = np.arange(20, dtype=np.int32) % 10
+    data = Dataset("digits", x, y, x[:10], y[:10], [str(i) for i in range(10)])
+    result = TrainResult(
+        history={"loss": [2.0, 1.0], "accuracy": [0.3, 0.6]}, test_loss=1.1, test_top1=0.55,
+        test_top5=0.82, epochs=2, best_epoch=2, parameter_count=123_456, train_seconds=10.0,
+        train_images_per_second=500.0, epoch_seconds=[6.0, 4.0])
+    return write_record(folder, "vit", result, data=data, parameters=parameters)
+
+
+def test_the_results_page_counts_the_flops_of_the_model_the_papers_builder_makes(
+        tmp_path, spy_vit, monkeypatch):
+    """The page's cells, in this process, on a folder holding a ViT record; the FLOP
+    count runs ``_count_specs`` here instead of in a JAX child, with XLA's count faked."""
+    import IPython.display
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    smoke = {**profile_parameters("vit", "smoke"), "results_dir": str(tmp_path)}
+    write_vit_record(tmp_path, smoke)
+    monkeypatch.setattr(flops, "models_flops", flops._count_specs)
+    monkeypatch.setattr(flops, "count_flops", lambda model, shape: 7_654_321)
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects, **_: shown.extend(objects))
+
+    notebook = ROOT / "book" / "results.ipynb"
+    namespace = start_cell_namespace(notebook, {"results_dir": str(tmp_path), "profile": "smoke"})
+    cells = [c.source for c in nbformat.read(notebook, as_version=4).cells
+             if c.cell_type == "code"]
+    later = cells[next(i for i, s in enumerate(cells) if "start(globals()" in s) + 1:]
+    try:
+        for index, source in enumerate(later):
+            exec(compile(source, f"results.ipynb:{index}", "exec"), namespace)
+    finally:
+        plt.close("all")
+
+    ((p, x_train, num_classes, _),) = spy_vit.calls
+    assert p == smoke and x_train.shape[1:] == (32, 32, 3) and num_classes == 10
+    assert namespace["flops"] == {"vit": 7_654_321}
+    table = next(o.data for o in shown if "MFLOPs per image" in getattr(o, "data", ""))
+    assert "<td>123,456</td>" in table and "<td>7.7</td>" in table  # parameters, MFLOPs
+    assert "<td>55.00%</td>" in table and "<td>82.00%</td>" in table
+
+
+# XLA's count (needs the JAX backend: in a child process when the tests run on another).
+@pytest.mark.slow
 def test_xla_counts_two_flops_per_multiply_add_of_dense_and_convolution_layers():
     script = textwrap.dedent("""
         import keras
@@ -59,7 +274,7 @@ def test_xla_counts_two_flops_per_multiply_add_of_dense_and_convolution_layers()
 
 def test_the_vits_flops_are_its_matrix_products_plus_a_little_elementwise_work():
     """From any backend (a JAX child process where Keras runs on another one)."""
-    p = models.profile_parameters("vit", "smoke")
+    p = profile_parameters("vit", "smoke")
     n, d, h = (p["image_size"] // p["patch_size"]) ** 2, p["projection_dim"], p["num_heads"]
     patch = p["patch_size"] ** 2 * 3
     layer = (3 * 2 * n * d * h * d + 2 * n * h * d * d    # q, k, v and output projections
@@ -67,15 +282,17 @@ def test_the_vits_flops_are_its_matrix_products_plus_a_little_elementwise_work()
              + 2 * 2 * n * d * 2 * d)                     # the block's MLP, d -> 2d -> d
     head = 2 * n * d * p["mlp_head_units"][0] + 2 * p["mlp_head_units"][0] * 10
     matmuls = 2 * n * patch * d + p["transformer_layers"] * layer + head
-    (flops,) = models_flops([{"name": "vit", "parameters": p}])
-    assert matmuls < flops < 1.3 * matmuls, (flops, matmuls)
+    (count,) = flops.models_flops([{"name": "vit", "parameters": p}])
+    assert matmuls < count < 1.3 * matmuls, (count, matmuls)
 
 
+# The benchmark's command line.
 def run_bench(tmp_path, *args):
     command = [sys.executable, "-m", "helpers.book.bench", *args]
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
     output = tmp_path / "bench.json"
     done = run_bench(tmp_path, "--profile", "smoke", "--models", "vit", "cct", "--steps", "2",
@@ -86,7 +303,7 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
     assert report["options"]["profile"] == "smoke" and report["options"]["repeats"] == 2
     assert [r["model"] for r in report["results"]] == ["vit", "cct"]
     for result in report["results"]:
-        model = models.build_model(result["model"], report["parameters"][result["model"]])
+        model = papers.build(result["model"], report["parameters"][result["model"]])
         assert result["parameter_count"] == model.count_params()
         assert result["flops_per_image"] > result["parameter_count"]
         assert len(result["epoch_seconds"]) == 3  # one warm-up, two timed

@@ -57,14 +57,20 @@ def _epoch_timer():
 
 def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, warmup: int,
                 repeats: int, jit_compile, seed: int = 0) -> dict:
-    """Time ``repeats`` epochs of ``steps`` training steps of one model; returns a result dict."""
+    """Time ``repeats`` epochs of ``steps`` training steps of one model; returns a result dict.
+
+    The model is paper ``name``'s, built by ``helpers.papers.build`` from
+    ``parameters`` (missing names take the notebook's defaults) and compiled
+    with the notebook's optimizer (``helpers.papers.optimizer``).
+    """
     import keras
     import numpy as np
 
-    from helpers.harness.measure import memory_source, peak_memory_bytes
     from helpers import papers
     from helpers.harness.data import dataset_shape
+    from helpers.harness.measure import memory_source, peak_memory_bytes
 
+    parameters = {**papers.defaults(name), **parameters}
     input_shape, num_classes = dataset_shape(parameters["dataset"])
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 255, (steps * batch_size, *input_shape)).astype("float32")

@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def count_flops(model, input_shape) -> int:
@@ -47,8 +48,8 @@ def count_flops(model, input_shape) -> int:
 
 
 def _count_specs(specs: list[dict]) -> list[int]:
+    """The counts of ``models_flops``, in this process (``count_flops``: JAX only)."""
     import keras
-
     import numpy as np
 
     from helpers import papers
@@ -56,11 +57,15 @@ def _count_specs(specs: list[dict]) -> list[int]:
 
     counts = []
     for spec in specs:
+        parameters = spec.get("parameters") or {}
         input_shape, num_classes = spec.get("input_shape"), spec.get("num_classes")
         if input_shape is None or num_classes is None:
-            input_shape, num_classes = dataset_shape(spec["parameters"]["dataset"])
+            dataset = parameters.get("dataset", papers.defaults(spec["name"]).dataset)
+            known_shape, known_classes = dataset_shape(dataset)
+            input_shape = known_shape if input_shape is None else input_shape
+            num_classes = known_classes if num_classes is None else num_classes
         images = np.random.default_rng(0).integers(0, 256, (8, *input_shape), dtype="uint8")
-        model = papers.build(spec["name"], spec["parameters"], images, num_classes)
+        model = papers.build(spec["name"], parameters, images, num_classes)
         counts.append(count_flops(model, tuple(input_shape)))
         keras.backend.clear_session()
     return counts
@@ -71,13 +76,19 @@ def models_flops(specs: list[dict]) -> list[int]:
 
     ``name`` is a paper of ``helpers.papers.MODELS`` and ``parameters`` its
     notebook's parameters (a record's ``parameters`` field, say; missing
-    names take the notebook's defaults).
+    names take the notebook's defaults). ``input_shape`` and ``num_classes``
+    default to those of the parameters' dataset (a named one). Each model is
+    built by ``helpers.papers.build``, the paper's own builder.
     """
     import keras
 
     if keras.backend.backend() == "jax":
         return _count_specs(specs)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    # The child imports the same helpers, wherever this process found them (an
+    # installed copy, or a checkout a notebook put on sys.path).
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": path}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     done = subprocess.run(
         [sys.executable, "-m", "helpers.book.flops"], input=json.dumps(specs), env=env,

@@ -1,7 +1,7 @@
 """Data-parallel training on every local device, through each backend's own API.
 
     with data_parallel() as devices:       # JAX or TensorFlow
-        model = create_vit_classifier(...)
+        model = build_vit(run.p, data.x_train, data.num_classes)
         result = train_and_evaluate(model, data, ...)
 
 or, for a whole notebook whose models are built and trained in later cells,

@@ -21,6 +21,7 @@ function through ``build``. ``layers`` holds a layer several papers use
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Mapping
 
@@ -48,10 +49,13 @@ def builder(name: str):
 
 
 def defaults(name: str):
-    """The defaults of ``book/<name>.ipynb``'s parameters cell, as ``Parameters``."""
+    """The defaults of ``book/<name>.ipynb``'s parameters cell, as ``Parameters``.
+
+    A copy: changing a list in it leaves the module's ``DEFAULTS`` alone.
+    """
     from helpers.harness.parameters import Parameters
 
-    return Parameters(_module(name).DEFAULTS)
+    return Parameters(copy.deepcopy(_module(name).DEFAULTS))
 
 
 def build(name: str, p: Mapping | None = None, x_train=None, num_classes: int | None = None):
