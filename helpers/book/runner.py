@@ -267,12 +267,13 @@ def source_digest(source: Path) -> str:
 
 
 def write_manifest(site: Path, source: Path, *, profile: str, backend: str,
-                   seconds: dict, complete: bool) -> None:
-    """Record what the build tree was made from (``build.json``)."""
+                   seconds: dict, complete: bool, digest: str | None = None) -> None:
+    """Record what the build tree was made from (``build.json``): ``digest`` is the
+    sources' digest taken before anything was executed (now, if not given)."""
     import json
 
     manifest = {"profile": profile, "backend": backend, "complete": complete,
-                "source_sha256": source_digest(source), "seconds": seconds}
+                "source_sha256": digest or source_digest(source), "seconds": seconds}
     (site / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -383,10 +384,11 @@ def run(
                 f"{', '.join(missing)}: run the whole book once first, or add --no-html"
             )
     prepare_tree(source, site, keep=others if html else [])
+    digest = source_digest(source)  # before executing: a file edited meanwhile makes it stale
     seconds = {nb.stem: execute(source, site, nb, values, backend) for nb, values in plan}
     index = build_html(site) if html else None
     write_manifest(site, source, profile=profile_name, backend=backend, seconds=seconds,
-                   complete=bool(index) and not only and not overrides)
+                   complete=bool(index) and not only and not overrides, digest=digest)
     for name, value in seconds.items():
         print(f"{name}: {value:.0f} s")
     if index:
