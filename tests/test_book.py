@@ -209,17 +209,26 @@ def test_the_site_build_fails_on_a_warning(smoke_build, tmp_path):
         book.build_html(site)
 
 
+# The other backends' runs: the same notebooks and smoke models for 3 epochs instead of
+# 10 (JAX trains them several times slower than TensorFlow on a CPU). On TensorFlow
+# every smoke model is past 50% validation accuracy after 3 epochs; the floor is 3x chance.
+OTHER_BACKEND_EPOCHS = 3
+OTHER_BACKEND_TOP1_FLOOR = 0.3
+
+
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_notebook_runs_and_learns_on_the_other_backends(tmp_path, backend):
-    """The smoke profile of every notebook, unchanged, on JAX and on PyTorch."""
+    """Every notebook of the smoke profile, unchanged but for fewer epochs, on JAX and PyTorch."""
     before = os.environ.get("KERAS_BACKEND")
-    result = book.run("smoke", source=ROOT, build_dir=tmp_path, backend=backend, html=False)
+    result = book.run("smoke", source=ROOT, build_dir=tmp_path, backend=backend, html=False,
+                      overrides={"epochs": OTHER_BACKEND_EPOCHS})
     assert os.environ.get("KERAS_BACKEND") == before  # the runner leaves the caller's backend
     for notebook in book.model_notebooks(ROOT):
         record = read_record(result["site"] / "book" / "results" / f"{notebook.stem}.json")
         assert record["backend"] == backend
         assert record["history"]["loss"][-1] < record["history"]["loss"][0], notebook
-        assert record["test_top1"] > SMOKE_TOP1_FLOOR, (notebook, record["test_top1"])
+        assert record["parameters"]["epochs"] == OTHER_BACKEND_EPOCHS
+        assert record["test_top1"] > OTHER_BACKEND_TOP1_FLOOR, (notebook, record["test_top1"])
         executed = nbformat.read(result["site"] / notebook, as_version=4)
         text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
                        for o in c.outputs)

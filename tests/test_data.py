@@ -150,7 +150,7 @@ def test_offline_cifar_fails_with_one_clear_message(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 1
     last_line = done.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("helpers.data.DatasetUnavailableError: could not download 'cifar100'")
+    assert last_line.startswith("helpers.harness.data.DatasetUnavailableError: could not download 'cifar100'")
     assert "dataset='digits'" in last_line and ".npz" in last_line
     assert done.stderr.count("Traceback") == 1  # no chained urllib traceback
     assert "urllib" not in done.stderr

@@ -28,7 +28,8 @@ RESUMABLE_RUN = textwrap.dedent(
     """
     import json, os, sys, time
     import keras
-        from helpers.harness.train import set_seed, train_and_evaluate
+    from helpers.harness.data import load_dataset
+    from helpers.harness.train import set_seed, train_and_evaluate
 
     backup_dir, marks = sys.argv[1], sys.argv[2]
 

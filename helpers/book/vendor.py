@@ -24,7 +24,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENDOR = ROOT / "vendor"
 SUMS = "SHA256SUMS"
 UNLISTED = {SUMS, "README.md"}
