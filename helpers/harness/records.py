@@ -1,9 +1,9 @@
 """Result records: one JSON file per executed notebook, and glued numbers.
 
-Each notebook ends with ``write_record``, which writes
-``<results_dir>/<notebook>.json`` and glues the headline numbers (myst-nb
-``glue``) so that pages of the site can quote them from the executed
-notebook instead of typing them. Used by every notebook.
+Each notebook ends with ``run.finish`` (``helpers.harness.run``), which calls
+``write_record``: it writes ``<results_dir>/<notebook>.json`` and glues the
+headline numbers (myst-nb ``glue``) so that pages of the site can quote them
+from the executed notebook instead of typing them. Used by every notebook.
 """
 
 from __future__ import annotations

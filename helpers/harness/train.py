@@ -200,7 +200,7 @@ def train_and_evaluate(
             notebooks readable, since every progress-bar update would be
             stored as an output of its own.
 
-    Inside ``helpers.distribute.data_parallel()`` the model trains on every
+    Inside ``helpers.harness.distribute.data_parallel()`` the model trains on every
     local device. On JAX, ``batch_size`` must then be a multiple of the number
     of devices, and each split loses its last few (fewer than that number)
     images so that every batch splits evenly.
