@@ -173,6 +173,7 @@ def test_no_other_file_defines_a_builder_or_calls_the_old_ones():
 
 
 # What builds models through the builders.
+@pytest.mark.slow  # trains: 27 s on JAX, 6 s on TensorFlow
 def test_the_benchmark_times_the_model_the_papers_builder_makes(spy_vit):
     tiny = {**profile_parameters("vit", "smoke"), "transformer_layers": 1, "mlp_head_units": [8]}
     result = bench.bench_model("vit", tiny, batch_size=8, steps=1, warmup=1, repeats=1,

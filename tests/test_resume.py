@@ -55,6 +55,7 @@ RESUMABLE_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # two training processes, one killed (SIGKILL) mid-run
 def test_a_killed_run_resumes_after_its_last_completed_epoch(tmp_path):
     backup, marks = tmp_path / "backup", tmp_path / "marks.txt"
     command = [sys.executable, "-c", RESUMABLE_RUN, str(backup), str(marks)]
