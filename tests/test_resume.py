@@ -205,3 +205,24 @@ def test_each_parameter_set_has_its_own_backup_folder(tmp_path):
     assert first == backup_dir_for(tmp_path, "vit", {"patch_size": 4, "epochs": 10})
     assert first.parent == tmp_path / "backups" and first.name.startswith("vit-")
     assert first != backup_dir_for(tmp_path, "vit", {"epochs": 10, "patch_size": 8})
+
+
+def test_a_run_killed_while_writing_its_backup_resumes_from_the_epoch_before(
+        digits_split, tmp_path):
+    """A SIGKILL in the middle of writing the latest weights leaves a corrupt file:
+    the run resumes from the previous epoch's backup instead of failing."""
+    backup = tmp_path / "backup"
+    options = dict(epochs=5, batch_size=32, verbose=0, backup_dir=backup)
+    set_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(small_classifier(digits_split), digits_split,
+                           callbacks=[Crash(3)], **options)
+    latest = backup / "latest.weights.h5"
+    assert latest.is_file() and (backup / "latest.weights.h5.bkp").is_file()
+    latest.write_bytes(latest.read_bytes()[:200])  # cut short, as by a kill mid-write
+    set_seed(1)
+    result = train_and_evaluate(small_classifier(digits_split), digits_split, **options)
+    assert result.resumed_epochs == 2  # the backup of epoch 2, not the corrupt one of epoch 3
+    assert result.epochs == 5 and len(result.history["loss"]) == 5
+    assert result.test_top1 > 0.5
+    assert not backup.exists()

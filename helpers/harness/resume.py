@@ -107,7 +107,10 @@ class RunLog(keras.callbacks.Callback):
                 self.best_epoch = len(self.epochs)
                 self.best_weights = self.model.get_weights()
                 if self.backup_dir is not None:
-                    self.model.save_weights(self._best_path, overwrite=True)
+                    # Written aside, then renamed: a kill never leaves half a file.
+                    temporary = self.backup_dir / "best.tmp.weights.h5"
+                    self.model.save_weights(temporary, overwrite=True)
+                    temporary.replace(self._best_path)
         if self.backup_dir is not None:
             temporary = self._log_path.with_suffix(".tmp")
             temporary.write_text(json.dumps({"epochs": self.epochs, "best_epoch": self.best_epoch}))

@@ -275,7 +275,10 @@ def train_and_evaluate(
             model(data.x_train[:1])  # BackupAndRestore needs the weights to exist
         states = CallbackStates(callbacks or [], backup)
         all_callbacks[1:1] = [states.restorer]
-        all_callbacks += [states, keras.callbacks.BackupAndRestore(str(backup))]
+        # double_checkpoint: a kill while the latest weights are being written
+        # leaves a corrupt file; the resumed run then starts from the epoch before.
+        all_callbacks += [states, keras.callbacks.BackupAndRestore(str(backup),
+                                                                   double_checkpoint=True)]
 
     model.fit(
         data.x_train,
