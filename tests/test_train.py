@@ -8,6 +8,8 @@ import pytest
 
 from helpers.harness.train import (
     LearningRateRecorder,
+    PerStepAdamW,
+    adamw,
     set_seed,
     train_and_evaluate,
     warmup_cosine_schedule,
@@ -131,3 +133,61 @@ def test_the_same_seed_gives_the_same_metrics_twice():
         runs.append(train_and_evaluate(model, digits_split, epochs=2, batch_size=32, verbose=0))
     assert runs[0].history == runs[1].history
     assert runs[0].test_top1 == runs[1].test_top1 and runs[0].test_loss == runs[1].test_loss
+
+
+def _one_step(optimizer, weight, gradient):
+    """Apply one optimizer step to a variable holding ``weight``; return the new weight."""
+    variable = keras.Variable(np.array(weight, dtype="float32"))
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(np.array(gradient, "float32")), variable)])
+    return keras.ops.convert_to_numpy(variable)
+
+
+def _numpy_adam_first_step(weight, gradient, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """Keras's Adam update at step 1 (bias-corrected moments; epsilon outside the square root)."""
+    m = (1 - beta_1) * gradient
+    v = (1 - beta_2) * gradient**2
+    alpha = lr * math.sqrt(1 - beta_2) / (1 - beta_1)
+    return -alpha * m / (np.sqrt(v) + epsilon)
+
+
+@pytest.mark.parametrize("mode", ["per_step", "lr_scaled"])
+def test_one_adamw_step_decays_a_known_weight_as_its_mode_says(mode):
+    weight = np.array([[2.0, -1.0], [0.5, 4.0]])
+    gradient = np.array([[0.3, -0.2], [0.0, 1.5]])
+    lr, decay = 1e-3, 1e-4
+    factor = 1 - decay if mode == "per_step" else 1 - lr * decay
+    # A zero gradient leaves Adam's update at 0: only the decay moves the weight.
+    np.testing.assert_allclose(_one_step(adamw(lr, decay, mode), weight, np.zeros((2, 2))),
+                               weight * factor, rtol=1e-6)
+    # With a gradient, the decay comes first, then Adam's step (NumPy reference).
+    expected = weight * factor + _numpy_adam_first_step(weight, gradient, lr)
+    np.testing.assert_allclose(_one_step(adamw(lr, decay, mode), weight, gradient),
+                               expected, rtol=1e-5, atol=1e-7)
+
+
+def test_per_step_decay_ignores_the_learning_rate_and_its_schedule():
+    weight = np.full((3,), 1.0)
+    for lr in (1e-3, 1e-5, warmup_cosine_schedule(1e-3, 100, 10)):  # step 0 of warmup: rate 0
+        np.testing.assert_allclose(_one_step(adamw(lr, 0.01, "per_step"), weight, np.zeros(3)),
+                                   weight * 0.99, rtol=1e-6)
+
+
+def test_per_step_adamw_round_trips_through_its_config():
+    optimizer = PerStepAdamW(learning_rate=2e-3, weight_decay=5e-4)
+    clone = PerStepAdamW.from_config(optimizer.get_config())
+    assert clone.per_step_decay == 5e-4 and clone.weight_decay is None
+    assert float(keras.ops.convert_to_numpy(clone.learning_rate)) == pytest.approx(2e-3)
+
+
+def test_a_bad_weight_decay_mode_is_named():
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        adamw(1e-3, 1e-4, "per_epoch")
+
+
+def test_training_with_per_step_decay_learns(digits_split):
+    set_seed(0)
+    model = small_classifier(digits_split)
+    result = train_and_evaluate(model, digits_split, epochs=3, batch_size=64, schedule="cosine",
+                                weight_decay=1e-3, weight_decay_mode="per_step", verbose=0)
+    assert isinstance(model.optimizer, PerStepAdamW)
+    assert result.test_top1 > 0.5  # chance is 0.1

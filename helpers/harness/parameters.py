@@ -183,12 +183,14 @@ CONVENTIONAL = {
 
 
 def _check_conventional(values: Mapping) -> None:
-    from helpers.harness.train import SCHEDULES  # noqa: PLC0415
+    from helpers.harness.train import SCHEDULES, WEIGHT_DECAY_MODES  # noqa: PLC0415
 
     rules = {kind: [n for n in names if n in values] for kind, names in CONVENTIONAL.items()}
     check(values, **rules)
     if "lr_schedule" in values:
         check(values, choices={"lr_schedule": SCHEDULES})
+    if "weight_decay_mode" in values:
+        check(values, choices={"weight_decay_mode": WEIGHT_DECAY_MODES})
 
 
 def names(spec: str | Iterable[str]) -> list[str]:

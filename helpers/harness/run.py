@@ -60,6 +60,7 @@ class Run:
         settings = {"epochs": p.epochs, "batch_size": p.batch_size}
         for option, parameter in (("learning_rate", "learning_rate"),
                                   ("weight_decay", "weight_decay"),
+                                  ("weight_decay_mode", "weight_decay_mode"),
                                   ("schedule", "lr_schedule"),
                                   ("warmup_fraction", "warmup_fraction"),
                                   ("label_smoothing", "label_smoothing")):

@@ -25,8 +25,56 @@ from helpers.harness.resume import CallbackStates, RunLog
 SCHEDULES = ("constant", "cosine")
 
 
-def adamw(learning_rate, weight_decay: float) -> keras.optimizers.AdamW:
-    """The book's default optimizer: Keras's AdamW at ``learning_rate`` (a rate or a schedule)."""
+# How AdamW's decoupled weight decay scales, applied to every weight before the Adam step:
+#   "lr_scaled": w <- w - learning_rate * weight_decay * w   (Keras 3's and PyTorch's AdamW)
+#   "per_step":  w <- w - weight_decay * w                   (TensorFlow Addons' AdamW)
+WEIGHT_DECAY_MODES = ("lr_scaled", "per_step")
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class PerStepAdamW(keras.optimizers.Adam):
+    """Adam with decoupled weight decay that is not scaled by the learning rate.
+
+    Each step first shrinks every trained weight by ``weight_decay`` of itself
+    (``w <- w - weight_decay * w``), then applies the Adam update computed
+    from the gradient: the convention of TensorFlow Addons' ``AdamW``, which
+    the Keras 2 examples this book starts from trained with. Keras 3's
+    ``AdamW`` multiplies the decay by the current learning rate instead, so
+    the same ``weight_decay`` there decays ``1 / learning_rate`` times less
+    (1000x at a rate of 1e-3), and under a schedule the decay follows the
+    rate down while here it stays constant.
+    """
+
+    def __init__(self, learning_rate=1e-3, weight_decay: float = 1e-4, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        # Not ``self.weight_decay``: Keras's base class would apply that one
+        # a second time, scaled by the learning rate.
+        self.per_step_decay = float(weight_decay)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.per_step_decay:
+            decay = ops.cast(self.per_step_decay, variable.dtype)
+            self.assign_sub(variable, variable * decay)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "weight_decay": self.per_step_decay}
+
+
+def adamw(learning_rate, weight_decay: float, mode: str = "lr_scaled") -> keras.optimizers.Optimizer:
+    """AdamW at ``learning_rate`` (a rate or a schedule), its decay scaled as ``mode`` says.
+
+    ``mode="lr_scaled"`` is Keras's ``AdamW``; ``mode="per_step"`` is
+    ``PerStepAdamW`` (see ``WEIGHT_DECAY_MODES``). With a constant rate
+    ``lr`` the two agree when the ``lr_scaled`` decay is the ``per_step``
+    one divided by ``lr``.
+    """
+    if mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {mode!r}")
+    if mode == "per_step":
+        return PerStepAdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
 
 
@@ -162,6 +210,7 @@ def train_and_evaluate(
     batch_size: int,
     learning_rate: float = 1e-3,
     weight_decay: float = 1e-4,
+    weight_decay_mode: str = "lr_scaled",
     optimizer: keras.optimizers.Optimizer | Callable | None = None,
     schedule: str = "constant",
     warmup_fraction: float = 0.1,
@@ -180,6 +229,9 @@ def train_and_evaluate(
         epochs, batch_size: the training budget.
         learning_rate: peak learning rate.
         weight_decay: AdamW's decoupled weight decay.
+        weight_decay_mode: how that decay scales, ``"lr_scaled"`` (Keras's
+            AdamW) or ``"per_step"`` (TensorFlow Addons' AdamW); see
+            ``WEIGHT_DECAY_MODES``.
         optimizer: an optimizer instance, or a callable taking the learning
             rate (a float or a schedule) and returning one, e.g.
             ``lambda lr: keras.optimizers.Lamb(lr)``. Default: AdamW.
@@ -211,6 +263,10 @@ def train_and_evaluate(
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+    if weight_decay_mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(
+            f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}"
+        )
     if isinstance(optimizer, keras.optimizers.Optimizer) and schedule != "constant":
         raise ValueError(
             "an optimizer instance keeps its own learning rate: to use the "
@@ -236,7 +292,7 @@ def train_and_evaluate(
     else:
         rate = learning_rate
     if optimizer is None:
-        optimizer = adamw(rate, weight_decay)
+        optimizer = adamw(rate, weight_decay, weight_decay_mode)
     elif not isinstance(optimizer, keras.optimizers.Optimizer):
         optimizer = optimizer(rate)
 

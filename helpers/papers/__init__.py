@@ -92,5 +92,5 @@ def optimizer(name: str, p: Mapping | None = None):
     p = Parameters({**defaults(name), **(p or {})})
     factory = getattr(_module(name), "optimizer_factory", None)
     if factory is None:
-        return adamw(p.learning_rate, p.weight_decay)
+        return adamw(p.learning_rate, p.weight_decay, p.get("weight_decay_mode", "lr_scaled"))
     return factory(p)(p.learning_rate)
