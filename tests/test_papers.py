@@ -23,6 +23,7 @@ from helpers import papers
 from helpers.book import bench, flops
 from helpers.book.runner import profile_parameters
 from helpers.harness.parameters import Parameters
+from helpers.harness.train import PerStepAdamW
 from helpers.papers import MODELS
 
 from conftest import ROOT, start_cell_namespace
@@ -118,6 +119,9 @@ def test_each_paper_trains_with_its_notebooks_optimizer():
         optimizer = papers.optimizer(name)
         if hasattr(module, "optimizer_factory"):
             assert type(optimizer) is type(module.optimizer_factory(p)(p.learning_rate))
+        elif p.get("weight_decay_mode", "lr_scaled") == "per_step":
+            assert isinstance(optimizer, PerStepAdamW)
+            assert optimizer.per_step_decay == pytest.approx(p.weight_decay)
         else:
             assert isinstance(optimizer, keras.optimizers.AdamW)
             assert optimizer.weight_decay == pytest.approx(p.weight_decay)
@@ -125,6 +129,31 @@ def test_each_paper_trains_with_its_notebooks_optimizer():
             p.learning_rate)
     faster = papers.optimizer("vit", {"learning_rate": 0.01})
     assert float(keras.ops.convert_to_numpy(faster.learning_rate)) == pytest.approx(0.01)
+
+
+# The weight decay per step each source example trained with: TF Addons' AdamW shrinks every
+# weight by weight_decay = 1e-4 of itself per step (ViT, SPT+LSA, ShiftViT); CCT's source used
+# Keras's AdamW, whose decay is scaled by the learning rate: 1e-3 * 1e-4 per step.
+SOURCE_DECAY_PER_STEP = {"vit": 1e-4, "spt_lsa": 1e-4, "shiftvit": 1e-4, "cct": 1e-3 * 1e-4}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCE_DECAY_PER_STEP))
+def test_the_defaults_decay_each_weight_per_step_as_the_source_did(name):
+    import keras
+
+    optimizer = papers.optimizer(name)
+    if isinstance(optimizer, PerStepAdamW):
+        # One step with a zero gradient (Adam's update is 0): only the decay moves the weight.
+        weight = keras.Variable(np.full((4,), 3.0, dtype="float32"))
+        optimizer.apply_gradients([(keras.ops.zeros((4,)), weight)])
+        decayed = keras.ops.convert_to_numpy(weight)
+        np.testing.assert_allclose(decayed, 3.0 * (1 - SOURCE_DECAY_PER_STEP[name]), rtol=1e-6)
+    else:
+        # A 1e-7 step is below float32's resolution: check Keras AdamW's own product instead
+        # (its per-step decay, learning rate x weight_decay, is tested in test_train.py).
+        assert type(optimizer).__name__ == "AdamW" and isinstance(optimizer, keras.optimizers.AdamW)
+        rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        assert rate * optimizer.weight_decay == pytest.approx(SOURCE_DECAY_PER_STEP[name])
 
 
 # The static checks: one builder per paper, defined in its notebook, called by its
