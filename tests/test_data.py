@@ -1,7 +1,9 @@
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -197,3 +199,404 @@ def test_a_valid_npz_of_the_bad_data_tests_loads(tmp_path):
 def test_a_missing_npz_file_is_named(tmp_path):
     with pytest.raises(ValueError, match="no such .npz file"):
         load_dataset(str(tmp_path / "nowhere.npz"))
+
+
+def test_a_corrupt_npz_is_named_with_its_path(tmp_path):
+    good = _write_npz(tmp_path / "good.npz", **_valid_arrays())
+    payload = open(good, "rb").read()
+    cases = {
+        "empty.npz": b"",
+        "truncated.npz": payload[: len(payload) // 2],
+        "text.npz": b"not an archive at all",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    (tmp_path / "plain.npz").write_bytes((tmp_path / "plain.npy").read_bytes())
+    for name in [*cases, "plain.npz"]:
+        path = str(tmp_path / name)
+        with pytest.raises(ValueError, match=f"dataset '{path}' is not a readable .npz file"):
+            load_dataset(path)
+
+
+@pytest.mark.parametrize("request_,message", [
+    ({"n_train": 1438}, "n_train=1,438 but dataset 'digits' has only 1,437 training images"),
+    ({"n_test": 361}, "n_test=361 but dataset 'digits' has only 360 test images"),
+])
+def test_subsets_larger_than_the_data_say_how_many_images_there_are(request_, message):
+    with pytest.raises(ValueError, match=message):
+        load_dataset("digits", **request_)
+    # All of them is fine.
+    assert len(load_dataset("digits", n_train=1437, n_test=360).x_test) == 360
+
+
+# Image folders: small ones made here, a few 8x8 images per class in several formats.
+
+from helpers.harness import image_folder  # noqa: E402
+from helpers.harness.data import dataset_shape  # noqa: E402
+
+CLASSES = ("cat", "dog", "owl")  # sorted: labels 0, 1, 2
+
+
+def _picture(label, index, size=(8, 8)):
+    """A smooth RGB picture, different for every class and index: JPEG keeps it closely."""
+    rows, cols = np.mgrid[0:size[0], 0:size[1]]
+    red = 40 + 60 * label + 4 * rows
+    green = 30 + 10 * index + 5 * cols
+    blue = np.full(size, 200 - 50 * label)
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def _save(path, array, kind="png"):
+    """Write ``array`` as an image: png, jpeg, grey (L png), rgba (png), bmp, gif, webp."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array)
+    if kind == "grey":
+        image.convert("L").save(path, format="PNG")
+    elif kind == "rgba":
+        rgba = np.dstack([array, np.full(array.shape[:2], 7, np.uint8)])  # almost transparent
+        Image.fromarray(rgba, "RGBA").save(path, format="PNG")
+    elif kind == "jpeg":
+        image.save(path, format="JPEG", quality=95)
+    elif kind == "webp":
+        image.save(path, format="WEBP", lossless=True)
+    else:
+        image.save(path, format=kind.upper())
+
+
+# Per class: (file name, kind). Every class has a PNG and a JPEG; cat a grey and an RGBA one.
+FILES = {
+    "cat": [("a.png", "png"), ("b.jpg", "jpeg"), ("c.png", "grey"), ("d.png", "rgba"),
+            ("e.bmp", "bmp")],
+    "dog": [("a.png", "png"), ("b.jpeg", "jpeg"), ("c.webp", "webp"), ("d.gif", "gif")],
+    "owl": [("a.png", "png"), ("b.JPG", "jpeg"), ("c.png", "png")],
+}
+
+
+def _class_folders(folder, files=FILES, size=(8, 8)):
+    """One folder per class in ``folder``; returns ``{relative path: written RGB array}``."""
+    written = {}
+    for label, name in enumerate(sorted(files)):
+        for index, (file, kind) in enumerate(files[name]):
+            array = _picture(label, index, size)
+            _save(folder / name / file, array, kind)
+            written[f"{name}/{file}"] = array
+    return written
+
+
+def _split_folder(folder):
+    """train/ and test/ of the three classes: the test side has one PNG per class."""
+    written = {f"train/{k}": v for k, v in _class_folders(folder / "train").items()}
+    test_files = {name: [("t.png", "png")] for name in CLASSES}
+    written |= {f"test/{k}": v for k, v in _class_folders(folder / "test", test_files).items()}
+    return written
+
+
+def _zip(folder, path, inside=""):
+    """Zip ``folder``'s files into ``path`` under the prefix ``inside`` (no folder entries)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, inside + file.relative_to(folder).as_posix())
+    return str(path)
+
+
+def _rows(images):
+    return {image.tobytes() for image in images}
+
+
+def test_a_train_test_folder_loads_with_classes_from_folder_names(tmp_path):
+    written = _split_folder(tmp_path / "pets")
+    data = load_dataset(str(tmp_path / "pets"))
+    assert data.class_names == list(CLASSES) and data.num_classes == 3
+    assert data.x_train.shape == (12, 8, 8, 3) and data.x_train.dtype == np.uint8
+    assert data.x_test.shape == (3, 8, 8, 3)
+    assert data.y_train.dtype == np.int32 and data.y_test.dtype == np.int32
+    np.testing.assert_array_equal(np.bincount(data.y_train), [5, 4, 3])
+    np.testing.assert_array_equal(data.y_test, [0, 1, 2])
+    # Lossless formats come back exactly, with their label.
+    for path in ("train/dog/a.png", "train/owl/c.png", "train/cat/e.bmp", "train/dog/c.webp",
+                 "test/owl/t.png"):
+        split, name = path.split("/")[:2]
+        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        match = [i for i, image in enumerate(x) if np.array_equal(image, written[path])]
+        assert match and y[match[0]] == CLASSES.index(name), path
+
+
+def test_grey_and_rgba_images_become_rgb(tmp_path):
+    from PIL import Image
+
+    written = _class_folders(tmp_path / "f")
+    data = load_dataset(str(tmp_path / "f"), test_split=0.5)
+    images = np.concatenate([data.x_train, data.x_test])
+    grey = np.asarray(Image.fromarray(written["cat/c.png"]).convert("L"))
+    assert _rows([np.repeat(grey[..., None], 3, axis=-1)]) <= _rows(images)
+    assert _rows([written["cat/d.png"]]) <= _rows(images)  # the alpha channel is dropped
+
+
+def test_jpeg_pixels_decode_close_to_what_was_written(tmp_path):
+    written = _class_folders(tmp_path / "f")
+    data = load_dataset(str(tmp_path / "f"), test_split=0.5)
+    images = np.concatenate([data.x_train, data.x_test]).astype(int)
+    for path in ("cat/b.jpg", "dog/b.jpeg", "owl/b.JPG"):
+        errors = np.abs(images - written[path].astype(int)).mean(axis=(1, 2, 3))
+        assert errors.min() < 3, (path, errors.min())  # JPEG at quality 95
+
+
+def test_a_folder_of_class_folders_gets_a_stable_stratified_test_split(tmp_path):
+    files = {name: [(f"{i:02d}.png", "png") for i in range(10)] for name in CLASSES}
+    _class_folders(tmp_path / "f", files)
+    path = str(tmp_path / "f")
+    first = load_dataset(path)
+    np.testing.assert_array_equal(np.bincount(first.y_test), [2, 2, 2])  # 20% of each class
+    np.testing.assert_array_equal(np.bincount(first.y_train), [8, 8, 8])
+    assert not _rows(first.x_train) & _rows(first.x_test)
+    again = load_dataset(path, seed=7)  # the run's seed does not move the split
+    assert _rows(again.x_test) == _rows(first.x_test)
+    np.testing.assert_array_equal(again.x_test, first.x_test)
+    half = load_dataset(path, test_split=0.5)
+    np.testing.assert_array_equal(np.bincount(half.y_test), [5, 5, 5])
+    # Adding a class leaves the other classes' splits alone.
+    _class_folders(tmp_path / "f", {"zebra": [(f"{i}.png", "png") for i in range(5)]})
+    more = load_dataset(path)
+    assert more.class_names[-1] == "zebra" and np.bincount(more.y_test)[3] == 1
+    assert _rows(first.x_test) <= _rows(more.x_test)
+
+
+def test_a_split_keeps_an_image_on_each_side_of_every_class(tmp_path):
+    _class_folders(tmp_path / "f", {"a": [("1.png", "png"), ("2.png", "png")],
+                                    "b": [(f"{i}.png", "png") for i in range(3)]})
+    data = load_dataset(str(tmp_path / "f"), test_split=0.9)
+    np.testing.assert_array_equal(np.bincount(data.y_test), [1, 2])
+    np.testing.assert_array_equal(np.bincount(data.y_train), [1, 1])
+    with pytest.raises(ValueError, match="test_split must be in \\(0, 1\\)"):
+        load_dataset(str(tmp_path / "f"), test_split=0.0)
+
+
+@pytest.mark.parametrize("layout", ["split", "classes"])
+@pytest.mark.parametrize("inside", ["", "pets/"])
+def test_a_zip_loads_like_its_folder(tmp_path, layout, inside):
+    folder = tmp_path / "pets"
+    (_split_folder if layout == "split" else _class_folders)(folder)
+    archive = _zip(folder, tmp_path / "pets.zip", inside)
+    unzipped, zipped = load_dataset(str(folder)), load_dataset(archive)
+    assert zipped.class_names == unzipped.class_names == list(CLASSES)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(zipped, key), getattr(unzipped, key))
+    assert dataset_shape(archive) == ((8, 8, 3), 3)
+
+
+def test_subsets_and_validation_split_work_on_an_image_folder(tmp_path, monkeypatch):
+    _split_folder(tmp_path / "f")
+    decoded = []
+    original = image_folder._decode_one
+    monkeypatch.setattr(image_folder, "_decode_one",
+                        lambda source, path, *a: decoded.append(path) or original(source, path, *a))
+    data = load_dataset(str(tmp_path / "f"), n_train=6, n_test=2, validation_split=0.5, seed=1)
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (3, 3, 2)
+    assert len(decoded) == 8  # only the images the subsets keep are decoded
+    with pytest.raises(ValueError, match=r"n_train=13 but dataset '.*' has only 12 training"):
+        load_dataset(str(tmp_path / "f"), n_train=13)
+
+
+def test_dataset_shape_peeks_at_one_image(tmp_path):
+    _split_folder(tmp_path / "f")
+    (tmp_path / "f" / "train" / "owl" / "z.png").write_bytes(b"broken")  # never decoded here
+    assert dataset_shape(str(tmp_path / "f")) == ((8, 8, 3), 3)
+    assert dataset_shape(str(tmp_path / "f"), resize_to=(12, 16)) == ((12, 16, 3), 3)
+    assert dataset_shape("cifar10") == ((32, 32, 3), 10)
+
+
+def test_files_that_are_not_images_are_skipped_and_counted_once(tmp_path, capsys):
+    folder = tmp_path / "f"
+    _class_folders(folder)
+    for junk in ("cat/.DS_Store", "cat/notes.txt", "README.md", ".hidden/x.png",
+                 "dog/.ipynb_checkpoints/a-checkpoint.png", "loose.png"):
+        (folder / junk).parent.mkdir(parents=True, exist_ok=True)
+        (folder / junk).write_bytes(b"junk")
+    archive = _zip(folder, tmp_path / "f.zip")
+    import zipfile
+
+    with zipfile.ZipFile(archive, "a") as zipped:
+        zipped.writestr("__MACOSX/cat/._a.png", b"resource fork")
+    capsys.readouterr()
+    data = load_dataset(str(folder), test_split=0.5)
+    assert data.class_names == list(CLASSES)  # .hidden/ is no class
+    assert len(data.x_train) + len(data.x_test) == 12
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "skipped" in line] == [
+        f"{folder}: skipped 6 file(s) that are not images in a class folder "
+        "(.hidden/x.png, README.md, cat/.DS_Store, ...)"
+    ]
+    load_dataset(archive, test_split=0.5)
+    assert "skipped 7 file(s)" in capsys.readouterr().out
+
+
+def test_a_long_load_prints_its_progress(tmp_path, capsys, monkeypatch):
+    _class_folders(tmp_path / "f")
+    monkeypatch.setattr(image_folder, "PROGRESS_EVERY", 5)
+    load_dataset(str(tmp_path / "f"))
+    out = capsys.readouterr().out
+    assert "decoding 12 images" in out and "10 / 12 images decoded" in out
+
+
+def _assert_fails(path, *fragments, **options):
+    with pytest.raises(ValueError) as failure:
+        load_dataset(str(path), **options)
+    message = str(failure.value)
+    assert message.startswith(f"dataset '{path}'"), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+def test_an_empty_folder_or_one_without_class_folders_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _assert_fails(tmp_path / "empty", "has no class folders", "train/ and test/")
+    _save(tmp_path / "flat" / "a.png", _picture(0, 0))
+    _assert_fails(tmp_path / "flat", "has no class folders")
+    archive = _zip(tmp_path / "flat", tmp_path / "flat.zip")
+    _assert_fails(archive, "has no class folders")
+
+
+def test_a_class_folder_without_images_is_named(tmp_path):
+    _class_folders(tmp_path / "f")
+    (tmp_path / "f" / "yak").mkdir()
+    (tmp_path / "f" / "yak" / "notes.txt").write_text("no pictures")
+    _assert_fails(tmp_path / "f", f"class folder {tmp_path / 'f' / 'yak'} has no images")
+    _split_folder(tmp_path / "s")
+    (tmp_path / "s" / "test" / "owl" / "t.png").unlink()
+    _assert_fails(tmp_path / "s", f"class folder {tmp_path / 's' / 'test' / 'owl'} has no images")
+
+
+def test_images_of_different_sizes_name_two_files_unless_resized(tmp_path):
+    folder = tmp_path / "f"
+    _split_folder(folder)
+    _save(folder / "test" / "owl" / "t.png", _picture(2, 0, size=(16, 12)))
+    message = _assert_fails(folder, "images differ in size", "is 8x8", "resize_to")
+    assert f"{folder}/test/owl/t.png is 16x12" in message
+    assert f"{folder}/train/cat/a.png is 8x8" in message
+    data = load_dataset(str(folder), resize_to=8)
+    assert data.x_test.shape == (3, 8, 8, 3)
+    wide = load_dataset(str(folder), resize_to=(6, 10))
+    assert wide.x_train.shape == (12, 6, 10, 3) and wide.image_shape == (6, 10, 3)
+    # Bilinear: a 2x enlargement keeps the picture's colour range and mean.
+    big = load_dataset(str(folder), resize_to=16).x_train.astype(float)
+    small = data.x_train.astype(float)  # 8x8 already: not resized
+    assert big.min() >= small.min() and big.max() <= small.max()
+    np.testing.assert_allclose(big.mean(axis=(1, 2)), small.mean(axis=(1, 2)), atol=1.5)
+    with pytest.raises(ValueError, match="resize_to must be a positive int"):
+        load_dataset(str(folder), resize_to=(0, 4))
+    with pytest.raises(ValueError, match="resize_to applies to image folders only"):
+        load_dataset("digits", resize_to=16)
+
+
+def test_a_corrupt_image_is_named(tmp_path):
+    folder = tmp_path / "f"
+    _split_folder(folder)
+    (folder / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    _assert_fails(folder, f"cannot read the image {folder}/train/dog/broken.png")
+    (folder / "train" / "dog" / "broken.png").unlink()
+    jpeg = (folder / "train" / "owl" / "b.JPG").read_bytes()
+    (folder / "train" / "owl" / "b.JPG").write_bytes(jpeg[: len(jpeg) // 2])  # truncated
+    _assert_fails(folder, f"cannot read the image {folder}/train/owl/b.JPG")
+    archive = _zip(folder, tmp_path / "f.zip", "inner/")
+    _assert_fails(archive, f"cannot read the image {archive}/inner/train/owl/b.JPG")
+    (tmp_path / "fake.zip").write_bytes(b"not a zip")
+    _assert_fails(tmp_path / "fake.zip", "is not a readable .zip file")
+    _assert_fails(tmp_path / "missing.zip", "no such image folder or .zip file")
+
+
+def test_train_and_test_with_different_classes_name_them(tmp_path):
+    folder = tmp_path / "f"
+    _split_folder(folder)
+    (folder / "test" / "owl" / "t.png").rename(folder / "test" / "owl.png")
+    (folder / "test" / "owl").rmdir()
+    _save(folder / "test" / "emu" / "t.png", _picture(0, 0))
+    _save(folder / "test" / "yak" / "t.png", _picture(0, 0))
+    _assert_fails(folder, "train and test have different classes (only in train: owl; "
+                          "only in test: emu, yak)")
+
+
+def test_a_train_folder_without_a_test_folder_is_not_read_as_a_class(tmp_path):
+    _class_folders(tmp_path / "f" / "train")
+    _class_folders(tmp_path / "f" / "val")
+    _assert_fails(tmp_path / "f", f"{tmp_path / 'f' / 'train'} looks like a split, not a class")
+    # A class that happens to be called train (CIFAR-100 has one) is a class.
+    _class_folders(tmp_path / "g", {"train": [("1.png", "png"), ("2.png", "png")],
+                                    "tram": [("1.png", "png"), ("2.png", "png")]})
+    assert load_dataset(str(tmp_path / "g")).class_names == ["train", "tram"]
+
+
+def test_a_class_of_one_image_cannot_be_split(tmp_path):
+    _class_folders(tmp_path / "f", {"a": [("1.png", "png")], "b": [("1.png", "png"), ("2.png", "png")]})
+    _assert_fails(tmp_path / "f", "class a has 1 image")
+
+
+def test_a_notebook_accepts_an_image_folder_or_zip_for_dataset(tmp_path, monkeypatch):
+    """The ViT notebook's start cell (in-process) checks the path and hands it to load_dataset."""
+    import helpers.harness.data
+    from conftest import ROOT, start_cell_namespace
+
+    _split_folder(tmp_path / "pets")
+    archive = _zip(tmp_path / "pets", tmp_path / "pets.zip")
+
+    class Loading(Exception):
+        pass
+
+    def loading(name, **options):
+        raise Loading(name)
+
+    monkeypatch.setattr(helpers.harness.data, "load_dataset", loading)
+    for dataset in (str(tmp_path / "pets"), archive):
+        with pytest.raises(Loading, match=re.escape(dataset)):
+            start_cell_namespace(ROOT / "book/vit.ipynb", {"dataset": dataset, "epochs": 1})
+    with pytest.raises(ValueError, match="parameter dataset must be one of .* image folder"):
+        start_cell_namespace(ROOT / "book/vit.ipynb", {"dataset": str(tmp_path / "nowhere")})
+
+
+# Real data: CIFAR-10 as an image folder, when the project's shared copy is beside it.
+
+CIFAR10_ZIP = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.zip"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR10_ZIP.exists(),
+                    reason=f"no CIFAR-10 image folder at {CIFAR10_ZIP}")
+def test_a_small_cct_learns_cifar10_read_from_an_image_folder_zip(tmp_path):
+    """5,000 CIFAR-10 training images read through the image-folder path train a small
+    CCT for a few epochs to well above chance (10%) on 1,000 test images."""
+    import time
+
+    from helpers import papers
+    from helpers.harness.train import set_seed, train_and_evaluate
+
+    start = time.monotonic()
+    data = load_dataset(str(CIFAR10_ZIP), n_train=5000, n_test=1000, validation_split=0.1,
+                        seed=0)
+    loaded = time.monotonic() - start
+    assert data.class_names[:3] == ["airplane", "automobile", "bird"]
+    assert data.x_train.shape == (4500, 32, 32, 3) and data.x_test.shape == (1000, 32, 32, 3)
+    np.testing.assert_array_less(200, np.bincount(data.y_train))  # every class, about 450 each
+
+    set_seed(0)
+    model = papers.build("cct", {**CCT_SMALL, "seed": 0}, data.x_train, data.num_classes)
+    result = train_and_evaluate(model, data, epochs=CCT_EPOCHS, batch_size=64,
+                                learning_rate=2e-3, schedule="cosine", label_smoothing=0.1,
+                                verbose=0)
+    print(f"CIFAR-10 (JPEG copy), small CCT: {model.count_params():,} parameters, load "
+          f"{loaded:.1f} s, {CCT_EPOCHS} epochs in {time.monotonic() - start - loaded:.0f} s, "
+          f"test top-1 {result.test_top1:.1%}")
+    assert result.test_top1 >= CCT_FLOOR, result.test_top1
+
+
+# 108k parameters. Measured (TF, 2 cores): 45.7% top-1 after 8 epochs with this
+# schedule and seed; 41-50% over seeds and schedules tried. Chance is 10%.
+CCT_SMALL = {"conv_layers": 2, "conv_channels": 32, "projection_dim": 64, "num_heads": 2,
+             "transformer_layers": 2, "transformer_units": [64, 64]}
+CCT_EPOCHS = 8
+CCT_FLOOR = 0.35

@@ -66,7 +66,8 @@ def test_range_checks_name_the_parameter():
 
 @pytest.mark.parametrize("values,message", [
     ({"dataset": "imagenet"}, "parameter dataset must be one of cifar10, cifar100, digits or the "
-                              "path of an existing .npz file, got 'imagenet'"),
+                              "path of an existing .npz file, image folder or .zip of one, "
+                              "got 'imagenet'"),
     ({"dataset": "missing.npz"}, "parameter dataset must be one of .* got 'missing.npz'"),
     ({"epochs": 0}, "parameter epochs must be > 0, got 0"),
     ({"batch_size": -8}, "parameter batch_size must be > 0, got -8"),

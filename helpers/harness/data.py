@@ -8,7 +8,10 @@
   scikit-learn wheel, upsampled to 32x32x3. Real images that need no network:
   the smoke profile and the tests use them;
 * a path to a local ``.npz`` file with ``x_train, y_train, x_test, y_test``
-  (bring your own data; optional ``class_names``).
+  (bring your own data; optional ``class_names``);
+* a path to an image folder, or a ``.zip`` of one: one folder of images per
+  class, either inside ``train/`` and ``test/`` folders or alone (a fixed,
+  stratified test split is then taken); ``helpers.harness.image_folder``.
 
 Images are ``uint8`` arrays of shape ``(n, height, width, 3)``; labels are
 ``int32`` vectors in ``[0, num_classes)``. Used by every notebook.
@@ -18,8 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 
 import numpy as np
+
+from helpers.harness import image_folder
 
 OFFLINE_DATASET = "digits"
 KERAS_DATASETS = ("cifar10", "cifar100")
@@ -33,13 +40,44 @@ DATASET_SHAPES = {
 }
 
 
-def dataset_shape(dataset: str) -> tuple[tuple[int, int, int], int]:
-    """``(image_shape, num_classes)`` of a named dataset, without loading it."""
+# The fraction of each class that a folder of class folders (no train/ and
+# test/ folders) holds out as its test set.
+TEST_SPLIT = 0.2
+
+
+def dataset_shape(
+    dataset: str, test_split: float = TEST_SPLIT, resize_to: int | tuple[int, int] | None = None
+) -> tuple[tuple[int, int, int], int]:
+    """``(image_shape, num_classes)`` of a named dataset or an image folder, without loading it.
+
+    An image folder (or ``.zip``) is listed and one of its images decoded;
+    ``test_split`` and ``resize_to`` are ``load_dataset``'s.
+    """
+    if is_image_folder(dataset):
+        return image_folder.peek(dataset, test_split, _size(resize_to))
     if dataset not in DATASET_SHAPES:
         raise ValueError(
             f"dataset {dataset!r} has no known shape: give the images and the class count"
         )
     return DATASET_SHAPES[dataset]
+
+
+def is_image_folder(dataset: str) -> bool:
+    """Whether ``dataset`` names an image folder: a directory or a ``.zip`` path.
+
+    The names of ``DATASET_NAMES`` come first: a folder called ``cifar10`` in
+    the working directory is ``./cifar10``.
+    """
+    return dataset not in DATASET_NAMES and (
+        os.path.isdir(dataset) or dataset.lower().endswith(".zip")
+    )
+
+
+def is_dataset_path(dataset: str) -> bool:
+    """Whether ``dataset`` is an existing ``.npz`` file, image folder or ``.zip``."""
+    return os.path.isdir(dataset) or (
+        os.path.isfile(dataset) and dataset.lower().endswith((".npz", ".zip"))
+    )
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -115,18 +153,33 @@ def load_dataset(
     n_test: int = 0,
     validation_split: float = 0.0,
     seed: int = 0,
+    *,
+    test_split: float = TEST_SPLIT,
+    resize_to: int | tuple[int, int] | None = None,
 ) -> Dataset:
-    """Load a dataset by name (or ``.npz`` path), optionally subset and split.
+    """Load a dataset by name or path, optionally subset and split.
 
     Args:
-        name: ``"cifar10"``, ``"cifar100"``, ``"digits"`` or a path to a
-            ``.npz`` file holding ``x_train, y_train, x_test, y_test``.
+        name: ``"cifar10"``, ``"cifar100"``, ``"digits"``, a path to a
+            ``.npz`` file holding ``x_train, y_train, x_test, y_test``, or a
+            path to an image folder or a ``.zip`` of one
+            (``helpers.harness.image_folder``).
         n_train: keep this many training images (a random subset drawn with
-            ``seed``) before the validation split; 0 keeps them all.
+            ``seed``) before the validation split; 0 keeps them all. More
+            than the dataset has is an error.
         n_test: keep this many test images (random subset); 0 keeps them all.
         validation_split: fraction of the (subset) training images held out
             as a validation set, in ``[0, 1)``.
         seed: seed of the subset and split draws.
+        test_split: for a folder of class folders without ``train/`` and
+            ``test/``: the fraction of each class held out as the test set,
+            in ``(0, 1)``, drawn with a fixed seed (the same split every call,
+            whatever ``seed``).
+        resize_to: image folders only: resize every image to this size
+            (``(height, width)``, or one int for a square), bilinear. Without
+            it, images of different sizes are an error.
+
+    An image folder decodes only the images the subsets keep.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"dataset must be a non-empty string, got {name!r}")
@@ -135,8 +188,16 @@ def load_dataset(
             raise ValueError(f"{param} must be an integer >= 0 (0 = all), got {value!r}")
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+    if not 0.0 < test_split < 1.0:
+        raise ValueError(f"test_split must be in (0, 1), got {test_split!r}")
+    size = _size(resize_to)
 
-    if name in KERAS_DATASETS:
+    if is_image_folder(name):
+        x_train, x_test, class_names = _list_image_folder(name, test_split)
+        y_train, y_test = x_train.labels, x_test.labels
+    elif resize_to is not None:
+        raise ValueError(f"resize_to applies to image folders only, not to dataset {name!r}")
+    elif name in KERAS_DATASETS:
         x_train, y_train, x_test, y_test, class_names = _load_keras_dataset(name)
     elif name == OFFLINE_DATASET:
         x_train, y_train, x_test, y_test, class_names = _load_digits()
@@ -145,16 +206,18 @@ def load_dataset(
     else:
         raise ValueError(
             f"dataset {name!r} is unknown: use one of {', '.join(DATASET_NAMES)} "
-            "or the path of a local .npz file"
+            "or the path of a local .npz file, image folder or .zip of one"
         )
 
     rng = np.random.default_rng(seed)
     if n_train:
-        keep = rng.permutation(len(x_train))[:n_train]
-        x_train, y_train = x_train[keep], y_train[keep]
+        keep = _subset(len(y_train), n_train, "n_train", "training", name, rng)
+        x_train, y_train = _take(x_train, keep), y_train[keep]
     if n_test:
-        keep = rng.permutation(len(x_test))[:n_test]
-        x_test, y_test = x_test[keep], y_test[keep]
+        keep = _subset(len(y_test), n_test, "n_test", "test", name, rng)
+        x_test, y_test = _take(x_test, keep), y_test[keep]
+    if isinstance(x_train, image_folder.ImageFiles):
+        x_train, x_test = _decode_both(x_train, x_test, size)
 
     x_val = y_val = None
     if validation_split:
@@ -181,6 +244,54 @@ def load_dataset(
     )
 
 
+def _size(resize_to) -> tuple[int, int] | None:
+    """``resize_to`` as ``(height, width)``, checked."""
+    if resize_to is None:
+        return None
+    size = (resize_to, resize_to) if isinstance(resize_to, (int, np.integer)) else resize_to
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
+                       for s in size)):
+        raise ValueError(
+            f"resize_to must be a positive int or (height, width) of positive ints, got "
+            f"{resize_to!r}"
+        )
+    return int(size[0]), int(size[1])
+
+
+def _subset(available, wanted, param, split, name, rng) -> np.ndarray:
+    """``wanted`` random indices out of ``available``; more than there are is an error."""
+    if wanted > available:
+        raise ValueError(
+            f"{param}={wanted:,} but dataset {name!r} has only {available:,} {split} images: "
+            f"use {param}={available:,} or fewer (0 = all)"
+        )
+    return rng.permutation(available)[:wanted]
+
+
+def _take(images, keep):
+    """The images at ``keep``: arrays are indexed, image files listed (decoded later)."""
+    if isinstance(images, image_folder.ImageFiles):
+        return images.take(keep)
+    return images[keep]
+
+
+def _list_image_folder(name, test_split):
+    """An image folder's train and test ``ImageFiles`` and class names; prints what it skips."""
+    train, test, class_names, skipped = image_folder.list_image_folder(name, test_split)
+    if skipped:
+        print(image_folder.describe_skipped(name, skipped))
+    return train, test, class_names
+
+
+def _decode_both(train, test, size):
+    """Decode train and test images together: one size check, one progress count."""
+    both = image_folder.ImageFiles(train.source, train.paths + test.paths,
+                                   np.concatenate([train.labels, test.labels]))
+    images = image_folder.decode(both, size)
+    return images[:len(train)], images[len(train):]
+
+
 def _load_keras_dataset(name):
     import keras
 
@@ -192,8 +303,8 @@ def _load_keras_dataset(name):
             f"could not download {name!r} and it is not in the Keras cache "
             f"({type(error).__name__}: {_first_line(error)}). Without a network, "
             f"use dataset={OFFLINE_DATASET!r} (real handwritten digits shipped with "
-            "scikit-learn) or the path of a local .npz file with "
-            "x_train, y_train, x_test, y_test."
+            "scikit-learn), the path of a local .npz file with "
+            "x_train, y_train, x_test, y_test, or the path of an image folder."
         ) from None
     class_names = CIFAR10_CLASSES if name == "cifar10" else CIFAR100_CLASSES
     return (
@@ -254,15 +365,7 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 def _load_npz(path):
     if not os.path.isfile(path):
         raise ValueError(f"dataset {path!r}: no such .npz file")
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [key for key in NPZ_KEYS if key not in archive.files]
-        if missing:
-            raise ValueError(
-                f"dataset {path!r} lacks the array(s) {', '.join(missing)}; a dataset "
-                f".npz needs {', '.join(NPZ_KEYS)} (and optionally class_names)"
-            )
-        arrays = {key: archive[key] for key in NPZ_KEYS}
-        names = archive["class_names"] if "class_names" in archive.files else None
+    arrays, names = _read_npz(path)
 
     images = {}
     labels = {}
@@ -292,6 +395,38 @@ def _load_npz(path):
                 f"to {num_classes - 1}"
             )
     return images["train"], labels["train"], images["test"], labels["test"], class_names
+
+
+def _read_npz(path):
+    """The four arrays and the class names (or None) of a dataset ``.npz``.
+
+    A file that is no readable ``.npz`` (empty, truncated, not a zip, a plain
+    ``.npy``, object arrays) fails with a ``ValueError`` naming the path and
+    NumPy's reason.
+    """
+    try:
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in NPZ_KEYS if key in archive.files}
+            names = archive["class_names"] if "class_names" in archive.files else None
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile,
+            zlib.error) as error:
+        # TypeError: a plain .npy loads as one array, which is no archive.
+        raise _unreadable_npz(path, error) from None
+    missing = [key for key in NPZ_KEYS if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"dataset {path!r} lacks the array(s) {', '.join(missing)}; a dataset "
+            f".npz needs {', '.join(NPZ_KEYS)} (and optionally class_names)"
+        )
+    return arrays, names
+
+
+def _unreadable_npz(path, error) -> ValueError:
+    return ValueError(
+        f"dataset {path!r} is not a readable .npz file ({type(error).__name__}: "
+        f"{_first_line(error)}); save one with numpy.savez(path, x_train=..., y_train=..., "
+        "x_test=..., y_test=...)"
+    )
 
 
 def _as_rgb_uint8(x, key, path):

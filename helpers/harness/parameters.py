@@ -4,7 +4,8 @@ A notebook's parameters are the names annotated in its parameters cell
 (``epochs: int = 100  # training epochs``); papermill may overwrite their
 values, the annotations stay. ``collect`` reads them back, checks each value
 against its annotation and checks the parameters every notebook shares (a
-known dataset or an existing ``.npz``; epochs and batch size > 0; seed and
+known dataset, or an existing ``.npz``, image folder or ``.zip`` of one, which
+are read later; epochs and batch size > 0; seed and
 subset sizes >= 0; a validation fraction in [0, 1)); ``check`` applies a
 notebook's own range rules. Every failure is one ``ValueError`` that names the
 parameter and what is allowed.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import os
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -161,13 +161,13 @@ def collect(namespace: Mapping, *, common: bool = True) -> Parameters:
 
 def _check_common(values: Mapping) -> None:
     """The rules of the parameters every notebook declares."""
-    from helpers.harness.data import DATASET_NAMES  # noqa: PLC0415 (keeps this module light)
+    from helpers.harness.data import DATASET_NAMES, is_dataset_path  # noqa: PLC0415
 
     dataset = values["dataset"]
-    if dataset not in DATASET_NAMES and not (dataset.endswith(".npz") and os.path.isfile(dataset)):
+    if dataset not in DATASET_NAMES and not is_dataset_path(dataset):
         raise ValueError(
             f"parameter dataset must be one of {', '.join(DATASET_NAMES)} or the path of an "
-            f"existing .npz file, got {dataset!r}"
+            f"existing .npz file, image folder or .zip of one, got {dataset!r}"
         )
     check(values, positive=["epochs", "batch_size"], non_negative=["seed", "n_train", "n_test"])
     if "validation_split" in values:
