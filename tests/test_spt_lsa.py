@@ -68,6 +68,7 @@ def attention_weights_of(layer):
 
 
 def numpy_attention(x, layer, temperature, mask_diagonal):
+    """``temperature``: one scalar, or one value per head."""
     wq, bq, wk, bk, wv, bv, wo, bo = attention_weights_of(layer)
     n, t, _ = x.shape
     h, d = layer.num_heads, layer.key_dim
@@ -76,7 +77,7 @@ def numpy_attention(x, layer, temperature, mask_diagonal):
         return y.reshape(n, t, h, d).transpose(0, 2, 1, 3)
 
     q, k, v = heads(x @ wq + bq), heads(x @ wk + bk), heads(x @ wv + bv)
-    scores = q @ k.transpose(0, 1, 3, 2) / temperature
+    scores = q @ k.transpose(0, 1, 3, 2) / np.reshape(temperature, (1, -1, 1, 1))
     if mask_diagonal:
         scores = np.where(np.eye(t, dtype=bool), -np.inf, scores)
     weights = numpy_softmax(scores)
@@ -200,6 +201,30 @@ def test_temperature_starts_at_sqrt_key_dim_and_is_a_trainable_weight():
     assert tuple(layer.temperature.shape) == ()
 
 
+def test_per_head_temperatures_start_at_sqrt_key_dim_one_trainable_value_per_head():
+    layer = LocalitySelfAttention(num_heads=3, key_dim=16, temperature_per_head=True)
+    x = probe((1, 5, 12))
+    layer(x, x)
+    assert tuple(layer.temperature.shape) == (3,)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.temperature), [4.0, 4.0, 4.0])
+    assert any(v is layer.temperature for v in layer.trainable_weights)
+
+
+def test_each_head_divides_its_scores_by_its_own_temperature_under_the_mask():
+    x = probe((2, 6, 8), seed=5)
+    layer = LocalitySelfAttention(num_heads=2, key_dim=4, temperature_per_head=True)
+    layer(x, x)
+    learned = np.array([0.6, 3.5], "float32")  # distinct: a shared value would not match
+    layer.temperature.assign(learned)
+    out, weights = layer(x, x, return_attention_scores=True)
+    expected_out, expected_weights = numpy_attention(x, layer, learned, mask_diagonal=True)
+    weights = ops.convert_to_numpy(weights)
+    assert np.all(np.diagonal(weights, axis1=-2, axis2=-1) == 0.0)
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(weights, expected_weights, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), expected_out, rtol=1e-4, atol=1e-5)
+
+
 def test_temperature_changes_after_one_training_step():
     inputs = keras.Input((6, 8))
     layer = LocalitySelfAttention(num_heads=2, key_dim=4)
@@ -232,9 +257,10 @@ def test_the_diagonal_mask_refuses_cross_attention():
 
 def test_layers_round_trip_through_their_config():
     lsa = LocalitySelfAttention(4, 64, dropout=0.1, diagonal_mask=False,
-                                trainable_temperature=False, seed=3)
+                                trainable_temperature=False, seed=3, temperature_per_head=True)
     config = LocalitySelfAttention.from_config(lsa.get_config()).get_config()
     assert config == lsa.get_config()
+    assert config["temperature_per_head"] is True
     spt = ShiftedPatchTokenization(72, 6, 64, epsilon=1e-5)
     again = ShiftedPatchTokenization.from_config(spt.get_config())
     assert (again.image_size, again.patch_size, again.projection_dim, again.epsilon) == (
@@ -270,6 +296,29 @@ def test_sl_vit_differs_from_the_vit_only_in_tokenizer_and_attention():
     extra = 4 * patch_dim * 16 + 2 * 5 * patch_dim + 2
     assert sl.count_params() - vanilla.count_params() == extra
     assert sl.output_shape == vanilla.output_shape == (None, 10)
+
+
+def test_by_default_each_lsa_keeps_one_scalar_temperature():
+    assert DEFAULTS["temperature_per_head"] is False
+    _, sl = small_models()
+    lsa = [layer for layer in sl.layers if isinstance(layer, LocalitySelfAttention)]
+    assert [tuple(layer.temperature.shape) for layer in lsa] == [()] * 2
+
+
+def test_the_builder_with_per_head_temperatures_builds_and_trains_one_step():
+    x = (probe((4, 32, 32, 3)) * 50 + 128).clip(0, 255).astype(np.uint8)
+    model = build_spt_lsa(small(temperature_per_head=True), x, 3)
+    lsa = [layer for layer in model.layers if isinstance(layer, LocalitySelfAttention)]
+    assert [tuple(layer.temperature.shape) for layer in lsa] == [(2,)] * 2
+    # One more temperature per block than the default's one per block (2 heads).
+    assert model.count_params() == build_spt_lsa(small(), x, 3).count_params() + 2
+    model.compile(papers.optimizer("spt_lsa", {"temperature_per_head": True}),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [ops.convert_to_numpy(layer.temperature).copy() for layer in lsa]
+    loss = model.train_on_batch(x, np.array([0, 1, 2, 0]))
+    assert np.isfinite(loss)
+    for layer, start in zip(lsa, before):
+        assert np.all(ops.convert_to_numpy(layer.temperature) != start)
 
 
 @pytest.mark.parametrize("shifted_patches,locality_attention", [(True, False), (False, True)])
@@ -346,6 +395,8 @@ def test_spt_lsa_defaults_are_the_source_recipe_with_its_schedule_applied():
         "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 1e-4,
         "lr_schedule": "cosine", "warmup_fraction": 0.1, "validation_split": 0.1,
         "dropout_rate": 0.1, "head_dropout_rate": 0.5,
+        # TF Addons' AdamW: 1e-4 of each weight per step; one temperature per LSA layer.
+        "weight_decay_mode": "per_step", "temperature_per_head": False,
     } == defaults
 
 
@@ -364,6 +415,8 @@ def test_spt_lsa_defaults_are_the_source_recipe_with_its_schedule_applied():
     ({"head_dropout_rate": 1.5}, "parameter head_dropout_rate must be in [0, 1), got 1.5"),
     ({"warmup_steps": 100}, "parameter warmup_steps is not declared by this notebook: did you "
                             "mean warmup_fraction"),
+    ({"weight_decay_mode": "tfa"}, "parameter weight_decay_mode must be one of"),
+    ({"temperature_per_head": "yes"}, "parameter temperature_per_head must be"),
 ])
 def test_bad_parameters_stop_the_spt_lsa_notebook_at_once(parameters, message, monkeypatch):
     assert_stops_before_loading_data(NOTEBOOK, parameters, message, monkeypatch)
@@ -402,6 +455,7 @@ def test_spt_lsa_notebook_has_its_figures_and_no_errors(smoke_build):
     text = "".join(o.get("text", "") for o in outputs)
     assert text.count("Epoch 10/10") == 2 and "\r" not in text
     assert "diagonal weights: all exactly 0.0" in text
+    assert text.count("weights and output equal NumPy's masked attention") == 2
 
 
 @pytest.mark.slow

@@ -102,14 +102,17 @@ class LocalitySelfAttention(layers.Layer):
 
     Per head: softmax(mask(q k^T) / temperature) v, where the mask sets the
     diagonal (a token's score with itself) to a large negative number, so its
-    weight is exactly 0, and ``temperature`` is one trainable scalar initialised
-    to sqrt(key_dim). Called like ``MultiHeadAttention``: ``layer(query, value)``,
-    with ``training`` and ``return_attention_scores``. ``diagonal_mask=False``
-    and ``trainable_temperature=False`` give plain scaled dot-product attention.
+    weight is exactly 0, and ``temperature`` is a trainable weight initialised
+    to sqrt(key_dim): one scalar shared by the heads (the Keras example's LSA)
+    or, with ``temperature_per_head=True``, a ``(num_heads,)`` vector, one
+    value per head (as the official code learns). Called like
+    ``MultiHeadAttention``: ``layer(query, value)``, with ``training`` and
+    ``return_attention_scores``. ``diagonal_mask=False`` and
+    ``trainable_temperature=False`` give plain scaled dot-product attention.
     """
 
     def __init__(self, num_heads, key_dim, dropout=0.0, diagonal_mask=True,
-                 trainable_temperature=True, seed=None, **kwargs):
+                 trainable_temperature=True, seed=None, temperature_per_head=False, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.key_dim = key_dim
@@ -117,6 +120,7 @@ class LocalitySelfAttention(layers.Layer):
         self.diagonal_mask = diagonal_mask
         self.trainable_temperature = trainable_temperature
         self.seed = seed
+        self.temperature_per_head = temperature_per_head
         width = num_heads * key_dim
         self.query_dense = layers.Dense(width, name="query")
         self.key_dense = layers.Dense(width, name="key")
@@ -136,7 +140,7 @@ class LocalitySelfAttention(layers.Layer):
         self.output_dense = layers.Dense(query_shape[-1], name="attention_output")
         self.output_dense.build((*query_shape[:-1], self.num_heads * self.key_dim))
         self.temperature = self.add_weight(
-            shape=(),
+            shape=(self.num_heads,) if self.temperature_per_head else (),
             initializer=keras.initializers.Constant(math.sqrt(self.key_dim)),
             trainable=self.trainable_temperature,
             name="temperature",
@@ -152,7 +156,11 @@ class LocalitySelfAttention(layers.Layer):
         q = self._split_heads(self.query_dense(query))
         k = self._split_heads(self.key_dense(key))
         v = self._split_heads(self.value_dense(value))
-        scores = ops.einsum("bhqd,bhkd->bhqk", q, k) / self.temperature
+        temperature = self.temperature
+        if self.temperature_per_head:
+            # One value per head, broadcast over that head's (queries, keys) scores.
+            temperature = ops.reshape(temperature, (self.num_heads, 1, 1))
+        scores = ops.einsum("bhqd,bhkd->bhqk", q, k) / temperature
         if self.diagonal_mask:
             diagonal = ops.cast(ops.eye(scores.shape[-1]), "bool")
             scores = ops.where(diagonal, ops.cast(-1e9, scores.dtype), scores)
@@ -175,10 +183,11 @@ class LocalitySelfAttention(layers.Layer):
             "diagonal_mask": self.diagonal_mask,
             "trainable_temperature": self.trainable_temperature,
             "seed": self.seed,
+            "temperature_per_head": self.temperature_per_head,
         }
 
 
-# book/spt_lsa.ipynb, cell 31 ("The two models")
+# book/spt_lsa.ipynb, cell 33 ("The two models")
 def build_spt_lsa(p, x_train, num_classes, shifted_patches=True, locality_attention=True,
                   name="spt_lsa_vit"):
     """The ViT of ``helpers.papers.vit`` with SPT tokens and/or LSA in every block (SL-ViT).
@@ -187,7 +196,9 @@ def build_spt_lsa(p, x_train, num_classes, shifted_patches=True, locality_attent
     (input shape and normalization statistics). ``shifted_patches=False`` keeps
     the ViT's patch encoder and ``locality_attention=False`` its
     ``MultiHeadAttention``: with both off this is the vanilla ViT. Each LSA head
-    has key size ``p.projection_dim``, as the ViT's attention heads.
+    has key size ``p.projection_dim``, as the ViT's attention heads, and
+    ``p.temperature_per_head`` says whether each LSA learns one temperature
+    (the Keras example) or one per head (the official code).
     """
     tokenizer = None
     if shifted_patches:
@@ -195,7 +206,8 @@ def build_spt_lsa(p, x_train, num_classes, shifted_patches=True, locality_attent
     attention_factory = None
     if locality_attention:
         def attention_factory():
-            return LocalitySelfAttention(p.num_heads, p.projection_dim, dropout=p.dropout_rate)
+            return LocalitySelfAttention(p.num_heads, p.projection_dim, dropout=p.dropout_rate,
+                                         temperature_per_head=p.temperature_per_head)
     return build_vit(p, x_train, num_classes, tokenizer=tokenizer,
                      attention_factory=attention_factory, name=name)
 
@@ -214,8 +226,10 @@ DEFAULTS = {
     'mlp_head_units': [2048, 1024],
     'dropout_rate': 0.1,
     'head_dropout_rate': 0.5,
+    'temperature_per_head': False,
     'learning_rate': 0.001,
     'weight_decay': 0.0001,
+    'weight_decay_mode': 'per_step',
     'lr_schedule': 'cosine',
     'warmup_fraction': 0.1,
     'epochs': 50,
