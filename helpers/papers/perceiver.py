@@ -273,7 +273,7 @@ class LatentTransformerBlock(layers.Layer):
         }
 
 
-# book/perceiver.ipynb, cell 30 ("The whole model")
+# book/perceiver.ipynb, cell 34 ("The whole model")
 @keras.saving.register_keras_serializable(package="helpers")
 class Perceiver(keras.Model):
     """Perceiver image classifier: cross-attention and a latent transformer, iterated.
@@ -455,7 +455,7 @@ def build_perceiver(p, x_train, num_classes, name="perceiver"):
     return model
 
 
-# book/perceiver.ipynb, cell 40 ("Training")
+# book/perceiver.ipynb, cell 44 ("Training")
 def optimizer_factory(p):
     """LAMB with the weight decay of ``p``, as a function of the learning rate."""
     return lambda rate: keras.optimizers.Lamb(learning_rate=rate, weight_decay=p.weight_decay)
