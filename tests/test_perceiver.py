@@ -250,15 +250,119 @@ def test_each_iteration_reads_the_image_again_through_the_same_layers():
     assert logits.shape == (3, 5)
 
 
-@pytest.mark.parametrize("position_encoding", ["learned", "fourier"])
-def test_model_round_trips_through_a_keras_file(tmp_path, position_encoding):
+# The first cross-attention: shared with the later iterations (the Keras example) or not (the paper)
+
+
+def trainable_count(layer):
+    return sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+
+
+def test_unshared_first_cross_attention_adds_exactly_one_cross_attention_block():
+    # Three iterations: the first through its own pair, the second and third through one pair.
+    shared = tiny_classifier(num_iterations=3)
+    unshared = tiny_classifier(num_iterations=3, share_first_cross_attention=False)
+    # TINY: width d = 8, inputs of width d too (the encoder projects them), a feedforward d wide.
+    d = TINY["projection_dim"]
+    norm, dense = 2 * d, d * d + d
+    cross_attention = 2 * norm + 4 * dense  # two norms; query, key, value and output
+    feedforward = norm + 2 * dense
+    assert trainable_count(unshared) - trainable_count(shared) == cross_attention + feedforward
+    assert len(unshared.trainable_weights) - len(shared.trainable_weights) == 2 * 2 + 4 * 2 + 2 + 4
+    assert trainable_count(unshared.first_cross_attention) == cross_attention
+    assert trainable_count(unshared.first_cross_feedforward) == feedforward
+
+
+def test_unshared_first_iteration_reads_through_layers_of_its_own():
+    unshared = tiny_classifier(num_iterations=3, share_first_cross_attention=False)
+    first, second, third = (unshared.cross_attend_layers(i) for i in range(3))
+    assert first == (unshared.first_cross_attention, unshared.first_cross_feedforward)
+    assert second == third == (unshared.cross_attention, unshared.cross_feedforward)
+    assert first[0] is not second[0] and first[1] is not second[1]
+    shared = tiny_classifier(num_iterations=3)
+    assert shared.first_cross_attention is None
+    assert all(shared.cross_attend_layers(i) == (shared.cross_attention, shared.cross_feedforward)
+               for i in range(3))
+
+
+def reference_latents(model, images):
+    """NumPy iterations: the first reads through the first_* layers when they exist."""
+    data = numpy(model.encoder(model.patches(model.augmentation(images, training=False))))
+    latents = np.broadcast_to(numpy(model.latent_array.latents), (len(images), 6, 8))
+    for iteration in range(model.num_iterations):
+        cross_attention, feedforward = (
+            (model.first_cross_attention, model.first_cross_feedforward)
+            if iteration == 0 and model.first_cross_attention is not None
+            else (model.cross_attention, model.cross_feedforward))
+        latents, _ = reference_cross_attention(latents, data, cross_attention, heads=2)
+        latents = reference_feedforward(latents, feedforward)
+        for block in model.latent_transformer:
+            latents = reference_latent_block(latents, block)
+    return latents
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_iterations_match_a_numpy_forward_pass_with_either_sharing(share):
+    images = np.random.default_rng(6).integers(0, 256, (2, 16, 16, 3)).astype("float32")
+    model = tiny_classifier(share_first_cross_attention=share, images=images.astype("uint8"))
+    for layer in (model.latent_array, model.cross_attention, model.cross_feedforward,
+                  *model.latent_transformer, model.first_cross_attention,
+                  model.first_cross_feedforward):
+        if layer is not None:
+            randomize(layer, seed=7)  # the same values in both pairs when there are two
+    if not share:
+        randomize(model.first_cross_attention, seed=8)  # then the first pair differs
+        randomize(model.first_cross_feedforward, seed=9)
+    latents, _ = model.iterate(images, training=False)
+    expected = reference_latents(model, images)
+    np.testing.assert_allclose(numpy(latents), expected, rtol=1e-3, atol=1e-3)
+    if not share:
+        # Reading the first iteration through the shared pair gives other latents.
+        model.first_cross_attention, first = None, model.first_cross_attention
+        assert not np.allclose(reference_latents(model, images), expected, atol=1e-2)
+        model.first_cross_attention = first
+
+
+def test_with_one_iteration_the_switch_builds_the_same_model():
+    images = np.random.default_rng(8).integers(0, 256, (2, 16, 16, 3)).astype("uint8")
+    shared = tiny_classifier(num_iterations=1, images=images)
+    unshared = tiny_classifier(num_iterations=1, share_first_cross_attention=False, images=images)
+    assert unshared.first_cross_attention is None
+    assert [layer.name for layer in unshared.layers] == [layer.name for layer in shared.layers]
+    assert [w.shape for w in unshared.weights] == [w.shape for w in shared.weights]
+    unshared.set_weights(shared.get_weights())
+    x = images.astype("float32")
+    np.testing.assert_array_equal(numpy(unshared(x, training=False)), numpy(shared(x, training=False)))
+
+
+def test_build_perceiver_builds_and_runs_the_papers_sharing():
+    images = np.random.default_rng(9).integers(0, 256, (3, 16, 16, 3)).astype("uint8")
+    p = Parameters({**papers.defaults("perceiver"), **TINY, "share_first_cross_attention": False})
+    model = build_perceiver(p, images, 5)
+    assert model.share_first_cross_attention is False
+    assert model.first_cross_attention.built and model.cross_attention.built
+    logits = numpy(model(images.astype("float32"), training=False))
+    assert logits.shape == (3, 5) and np.isfinite(logits).all()
+    weights = model.cross_attention_weights(images.astype("float32"))
+    assert len(weights) == 2 and not np.allclose(weights[0], weights[1])
+
+
+def test_the_model_rejects_a_sharing_switch_that_is_not_a_bool():
+    with pytest.raises(ValueError, match="share_first_cross_attention must be True or False"):
+        tiny_classifier(share_first_cross_attention="no")
+
+
+@pytest.mark.parametrize("position_encoding,share", [("learned", True), ("fourier", True),
+                                                      ("learned", False)])
+def test_model_round_trips_through_a_keras_file(tmp_path, position_encoding, share):
     images = np.random.default_rng(5).integers(0, 256, (2, 16, 16, 3)).astype("uint8")
-    model = tiny_classifier(position_encoding=position_encoding, images=images)
+    model = tiny_classifier(position_encoding=position_encoding, images=images,
+                            share_first_cross_attention=share)
     path = tmp_path / "perceiver.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, Perceiver)
     assert (loaded.num_iterations, loaded.position_encoding) == (2, position_encoding)
+    assert loaded.share_first_cross_attention is share
     x = images.astype("float32")
     np.testing.assert_allclose(numpy(loaded(x, training=False)), numpy(model(x, training=False)),
                                atol=1e-5)
@@ -341,7 +445,8 @@ def test_perceiver_defaults_are_the_source_recipe():
     assert defaults | {
         "dataset": "cifar100", "image_size": 64, "patch_size": 2, "num_latents": 256,
         "projection_dim": 256, "num_heads": 8, "num_transformer_blocks": 4,
-        "num_iterations": 2, "position_encoding": "learned", "dropout_rate": 0.2,
+        "num_iterations": 2, "share_first_cross_attention": True,
+        "position_encoding": "learned", "dropout_rate": 0.2,
         "learning_rate": 1e-3, "weight_decay": 1e-4, "lr_reduce_factor": 0.2,
         "lr_reduce_patience": 3, "early_stopping_patience": 15, "epochs": 50,
         "batch_size": 64, "validation_split": 0.1, "scaling_max_inputs": 4096,
@@ -398,6 +503,8 @@ def test_the_profiles_pass_the_checks(profile, monkeypatch):
     ({"position_encoding": "sine"},
      "parameter position_encoding must be one of 'learned', 'fourier', got 'sine'"),
     ({"learning_rate": "fast"}, "parameter learning_rate must be a number, got 'fast'"),
+    ({"share_first_cross_attention": "no"},
+     "parameter share_first_cross_attention must be True or False, got 'no'"),
     ({"dataset": "imagenet"}, "parameter dataset must be one of cifar10, cifar100, digits or"),
     # The source calls the latent array's rows latent_dim: papermill alone would only warn.
     ({"latent_dim": 64}, "parameter latent_dim is not declared by this notebook: "
@@ -446,7 +553,8 @@ def test_executed_perceiver_notebook_has_its_figures_and_no_errors(smoke_build):
                   "CrossAttention matches the NumPy reference",
                   "FeedForward matches the NumPy reference",
                   "LatentTransformerBlock matches the NumPy reference",
-                  "the trainable weights are the same whatever the number of iterations"):
+                  "the trainable weights are the same whatever the number of iterations",
+                  "(one cross-attention block) from 2 iterations on, none with 1"):
         assert proof in text
     assert "Epoch 10/10" in text and "\r" not in text
 

@@ -279,10 +279,13 @@ class Perceiver(keras.Model):
     """Perceiver image classifier: cross-attention and a latent transformer, iterated.
 
     images -> augmentation -> patches -> encoded inputs (batch, M, D), M = (image_size / patch_size)**2;
-    the latent array (N, D) then goes ``num_iterations`` times through the same
+    the latent array (N, D) then goes ``num_iterations`` times through a
     cross-attention + feedforward and the same ``num_transformer_blocks``
-    self-attention blocks (shared weights); the final latents are normalized,
-    averaged and classified.
+    self-attention blocks; the final latents are normalized, averaged and
+    classified. Every iteration uses the same cross-attention and feedforward
+    (``share_first_cross_attention=True``, the Keras example), or the first
+    iteration has its own and the later ones share a second pair (``False``,
+    the paper's ImageNet models; with one iteration both build the same model).
     """
 
     def __init__(
@@ -296,6 +299,7 @@ class Perceiver(keras.Model):
         num_heads,
         num_transformer_blocks,
         num_iterations,
+        share_first_cross_attention=True,
         cross_attention_heads=1,
         position_encoding="learned",
         num_bands=64,
@@ -312,6 +316,9 @@ class Perceiver(keras.Model):
             )
         if num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+        if not isinstance(share_first_cross_attention, bool):
+            raise ValueError(f"share_first_cross_attention must be True or False, "
+                             f"got {share_first_cross_attention!r}")
         self.num_classes = num_classes
         self.augmentation = augmentation
         self.image_size = image_size
@@ -321,6 +328,7 @@ class Perceiver(keras.Model):
         self.num_heads = num_heads
         self.num_transformer_blocks = num_transformer_blocks
         self.num_iterations = num_iterations
+        self.share_first_cross_attention = share_first_cross_attention
         self.cross_attention_heads = cross_attention_heads
         self.position_encoding = position_encoding
         self.num_bands = num_bands
@@ -340,6 +348,16 @@ class Perceiver(keras.Model):
             cross_attention_heads, attention_dropout, name="cross_attention"
         )
         self.cross_feedforward = FeedForward(projection_dim, dropout_rate, name="cross_feedforward")
+        # The paper's sharing: the first iteration gets layers of its own. With one
+        # iteration there is no later one to share with: the model stays the same.
+        self.first_cross_attention = self.first_cross_feedforward = None
+        if not share_first_cross_attention and num_iterations > 1:
+            self.first_cross_attention = CrossAttention(
+                cross_attention_heads, attention_dropout, name="first_cross_attention"
+            )
+            self.first_cross_feedforward = FeedForward(
+                projection_dim, dropout_rate, name="first_cross_feedforward"
+            )
         self.latent_transformer = [
             LatentTransformerBlock(
                 num_heads, projection_dim, projection_dim, dropout_rate, attention_dropout,
@@ -357,6 +375,12 @@ class Perceiver(keras.Model):
         # A symbolic forward pass builds every sublayer with the shape it receives.
         self.call(keras.KerasTensor(input_shape))
 
+    def cross_attend_layers(self, iteration):
+        """The cross-attention and feedforward layers of iteration ``iteration`` (from 0)."""
+        if iteration == 0 and self.first_cross_attention is not None:
+            return self.first_cross_attention, self.first_cross_feedforward
+        return self.cross_attention, self.cross_feedforward
+
     def iterate(self, images, training=None):
         """The latents after the last iteration, and the cross-attention weights of each.
 
@@ -372,12 +396,13 @@ class Perceiver(keras.Model):
         data = self.encoder(self.patches(images))
         latents = self.latent_array(data)
         weights = []
-        for _ in range(self.num_iterations):  # the same layers every time
-            latents, iteration_weights = self.cross_attention(
+        for iteration in range(self.num_iterations):
+            cross_attention, cross_feedforward = self.cross_attend_layers(iteration)
+            latents, iteration_weights = cross_attention(
                 latents, data, training=training, return_attention_scores=True
             )
-            latents = self.cross_feedforward(latents, training=training)
-            for block in self.latent_transformer:
+            latents = cross_feedforward(latents, training=training)
+            for block in self.latent_transformer:  # the same blocks at every iteration
                 latents = block(latents, training=training)
             weights.append(iteration_weights)
         return latents, weights
@@ -405,6 +430,7 @@ class Perceiver(keras.Model):
             "num_heads": self.num_heads,
             "num_transformer_blocks": self.num_transformer_blocks,
             "num_iterations": self.num_iterations,
+            "share_first_cross_attention": self.share_first_cross_attention,
             "cross_attention_heads": self.cross_attention_heads,
             "position_encoding": self.position_encoding,
             "num_bands": self.num_bands,
@@ -444,6 +470,7 @@ def build_perceiver(p, x_train, num_classes, name="perceiver"):
         num_heads=p.num_heads,
         num_transformer_blocks=p.num_transformer_blocks,
         num_iterations=p.num_iterations,
+        share_first_cross_attention=p.share_first_cross_attention,
         cross_attention_heads=p.cross_attention_heads,
         position_encoding=p.position_encoding,
         num_bands=p.num_bands,
@@ -477,6 +504,7 @@ DEFAULTS = {
     'num_heads': 8,
     'num_transformer_blocks': 4,
     'num_iterations': 2,
+    'share_first_cross_attention': True,
     'dropout_rate': 0.2,
     'attention_dropout': 0.1,
     'learning_rate': 0.001,
