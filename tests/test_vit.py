@@ -119,3 +119,26 @@ def test_mean_attention_distance_matches_a_loop_over_patch_pairs():
     # A head that only attends to itself looks 0 pixels away.
     identity = np.broadcast_to(np.eye(9), (1, 1, 9, 9))
     assert mean_attention_distance(identity, grid, p) == pytest.approx([0.0])
+
+
+def _one_step_on(optimizer, weight):
+    """``weight`` after one step of ``optimizer`` with a zero gradient (Adam's own step is 0)."""
+    variable = keras.Variable(np.array(weight, dtype="float32"))
+    gradient = ops.convert_to_tensor(np.zeros(np.shape(weight), dtype="float32"))
+    optimizer.apply_gradients([(gradient, variable)])
+    return ops.convert_to_numpy(variable)
+
+
+def test_the_default_optimizer_decays_each_weight_by_the_sources_per_step_factor():
+    """The Keras example's TF Addons AdamW: w <- w - 1e-4 * w each step, at any learning rate."""
+    assert DEFAULTS["weight_decay_mode"] == "per_step" and DEFAULTS["weight_decay"] == 1e-4
+    weight = np.array([[2.0, -1.0], [0.5, 4.0]])
+    np.testing.assert_allclose(_one_step_on(papers.optimizer("vit"), weight),
+                               weight * (1 - 1e-4), rtol=1e-6)
+
+
+def test_the_lr_scaled_mode_decays_by_the_learning_rate_times_the_decay():
+    weight = np.array([2.0, -1.0, 0.5])
+    optimizer = papers.optimizer("vit", {"weight_decay_mode": "lr_scaled", "weight_decay": 0.1})
+    np.testing.assert_allclose(_one_step_on(optimizer, weight), weight * (1 - 1e-3 * 0.1),
+                               rtol=1e-6)

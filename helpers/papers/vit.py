@@ -179,6 +179,7 @@ DEFAULTS = {
     'head_dropout_rate': 0.5,
     'learning_rate': 0.001,
     'weight_decay': 0.0001,
+    'weight_decay_mode': 'per_step',
     'lr_schedule': 'constant',
     'epochs': 100,
     'batch_size': 256,
