@@ -1,5 +1,7 @@
 """The ViT notebook's exported layers and builder (helpers/papers/vit.py) against NumPy references."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -142,3 +144,47 @@ def test_the_lr_scaled_mode_decays_by_the_learning_rate_times_the_decay():
     optimizer = papers.optimizer("vit", {"weight_decay_mode": "lr_scaled", "weight_decay": 0.1})
     np.testing.assert_allclose(_one_step_on(optimizer, weight), weight * (1 - 1e-3 * 0.1),
                                rtol=1e-6)
+
+
+def numpy_layer_norm(x, gamma, beta, epsilon=1e-6):
+    mean, variance = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+def numpy_gelu(x):
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def numpy_self_attention(x, wq, bq, wk, bk, wv, bv, wo, bo):
+    """Multi-head self-attention with per-head kernels (width, heads, key_dim)."""
+    q, k, v = (np.einsum("btd,dhk->bhtk", x, w) + b[:, None]
+               for w, b in ((wq, bq), (wk, bk), (wv, bv)))
+    logits = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return np.einsum("bhtk,hkd->btd", weights @ v, wo) + bo
+
+
+def test_transformer_block_matches_a_numpy_pre_norm_block():
+    """x + MSA(LN(x)), then x + MLP(LN(x)) with GELU after both dense layers (the Keras example's)."""
+    rng = np.random.default_rng(5)
+    tokens = keras.Input((6, 8))
+    model = keras.Model(tokens, transformer_block(tokens, 2, 8, [16, 8], 0.0))
+    for variable in model.weights:
+        variable.assign(0.5 * rng.normal(size=variable.shape).astype("float32"))
+    norm_1, norm_2 = ([ops.convert_to_numpy(w) for w in l.weights] for l in model.layers
+                      if isinstance(l, keras.layers.LayerNormalization))
+    attention = next(l for l in model.layers if isinstance(l, keras.layers.MultiHeadAttention))
+    attention_weights = [ops.convert_to_numpy(w) for dense in (
+        attention.query_dense, attention.key_dense, attention.value_dense, attention.output_dense)
+        for w in dense.weights]
+    mlp_weights = [[ops.convert_to_numpy(w) for w in l.weights] for l in model.layers
+                   if isinstance(l, keras.layers.Dense)]
+
+    x = rng.normal(size=(3, 6, 8)).astype("float32")
+    expected = x + numpy_self_attention(numpy_layer_norm(x, *norm_1), *attention_weights)
+    h = numpy_layer_norm(expected, *norm_2)
+    for kernel, bias in mlp_weights:
+        h = numpy_gelu(h @ kernel + bias)
+    expected = expected + h
+    np.testing.assert_allclose(ops.convert_to_numpy(model(x)), expected, rtol=1e-5, atol=1e-5)

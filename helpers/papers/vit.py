@@ -61,7 +61,7 @@ class PatchEncoder(layers.Layer):
         }
 
 
-# book/vit.ipynb, cell 20 ("Transformer block")
+# book/vit.ipynb, cell 22 ("Transformer block")
 def mlp(x, hidden_units, dropout_rate):
     """Dense + GELU + dropout for each width in ``hidden_units``."""
     for units in hidden_units:
@@ -86,7 +86,7 @@ def transformer_block(x, num_heads, key_dim, mlp_units, dropout_rate, attention=
     return layers.Add()([x, mlp(h, mlp_units, dropout_rate)])
 
 
-# book/vit.ipynb, cell 22 ("The whole model")
+# book/vit.ipynb, cell 26 ("The whole model")
 def vit_augmentation(p, x_train):
     """The ViT's input pipeline: standardize with ``x_train``'s statistics, resize
     to ``p.image_size``; in training, random horizontal flips, rotations up to 2%
@@ -127,7 +127,7 @@ def build_vit(p, x_train, num_classes, tokenizer=None, attention_factory=None, n
     return keras.Model(inputs, logits, name=name)
 
 
-# book/vit.ipynb, cell 28 ("What the heads look at")
+# book/vit.ipynb, cell 36 ("What the heads look at")
 def attention_scores(model, images, attention_layers=None):
     """Attention weights of each attention layer of ``model`` on ``images``.
 
