@@ -184,7 +184,8 @@ def test_shiftvit_defaults_are_the_full_recipe():
         "patch_size": 4, "projected_dim": 96, "num_shift_blocks_per_stages": [2, 4, 8, 2],
         "num_div": 12, "shift_pixel": 1, "mlp_expand_ratio": 2, "mlp_dropout_rate": 0.2,
         "stochastic_depth_rate": 0.2, "epsilon": 1e-5, "learning_rate": 1e-3,
-        "weight_decay": 1e-4, "lr_schedule": "cosine", "warmup_fraction": 0.15,
+        "weight_decay": 1e-4, "weight_decay_mode": "per_step", "lr_schedule": "cosine",
+        "warmup_fraction": 0.15,
         "epochs": 100, "batch_size": 256, "early_stopping_patience": 5,
     } == defaults
 
@@ -201,6 +202,8 @@ def test_shiftvit_defaults_are_the_full_recipe():
     ({"image_size": 36, "crop_size": 32, "num_shift_blocks_per_stages": [2, 2], "shift_pixel": 4},
      "parameter shift_pixel must be smaller than the smallest feature map it shifts"),
     ({"patch_size": 5}, "parameter patch_size must divide crop_size=48, got 5"),
+    ({"weight_decay_mode": "tfa"},
+     "parameter weight_decay_mode must be one of 'lr_scaled', 'per_step', got 'tfa'"),
     ({"crop_size": 56}, "parameter crop_size must be at most image_size=52, got 56"),
     ({"num_shift_blocks_per_stages": []},
      "parameter num_shift_blocks_per_stages must list at least one stage, got []"),

@@ -158,6 +158,7 @@ DEFAULTS = {
     'epsilon': 1e-05,
     'learning_rate': 0.001,
     'weight_decay': 0.0001,
+    'weight_decay_mode': 'per_step',
     'lr_schedule': 'cosine',
     'warmup_fraction': 0.15,
     'epochs': 100,
