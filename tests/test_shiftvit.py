@@ -5,6 +5,7 @@ with KERAS_BACKEND=jax and KERAS_BACKEND=torch).
 """
 
 import ast
+from math import erf
 
 import keras
 import nbformat
@@ -20,8 +21,10 @@ from helpers.harness.records import read_record
 from helpers.papers import build, defaults
 from helpers.papers.layers import StochasticDepth
 from helpers.papers.shiftvit import (
+    NORMALIZATIONS,
     Shift,
     build_shiftvit,
+    normalization_layer,
     patch_merging,
     shift_block,
     shiftvit_augmentation,
@@ -116,6 +119,103 @@ def test_a_shift_block_with_a_zero_mlp_is_the_shift_alone():
     np.testing.assert_allclose(out, numpy_shift(x, 4, 1), atol=1e-6)
 
 
+def numpy_norm(x, kind, gamma, beta, epsilon):
+    """Reference: mean and variance over each pixel's channels ("layer") or over the
+    positions and channels of each image ("group"), then a scale and offset per channel."""
+    axes = (-1,) if kind == "layer" else (1, 2, 3)
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon) * gamma + beta
+
+
+def randomize(model, names, seed):
+    """Random weights for the named layers of ``model``, returned in that order."""
+    rng, values = np.random.default_rng(seed), []
+    for name in names:
+        layer = model.get_layer(name)
+        weights = [rng.normal(scale=0.5, size=w.shape).astype("float32")
+                   for w in layer.get_weights()]
+        layer.set_weights(weights)
+        values += weights
+    return values
+
+
+def test_the_normalizations_are_the_keras_examples_and_the_official_codes():
+    assert NORMALIZATIONS == ("layer", "group")
+    group = normalization_layer("group", 1e-5, "n")
+    assert isinstance(group, keras.layers.GroupNormalization) and group.groups == 1
+    assert isinstance(normalization_layer("layer", 1e-5, "n"), keras.layers.LayerNormalization)
+    with pytest.raises(ValueError, match="normalization must be one of .*got 'batch'"):
+        normalization_layer("batch", 1e-5, "n")
+
+
+@pytest.mark.parametrize("kind", NORMALIZATIONS)
+def test_each_normalization_matches_numpy_with_its_epsilon_and_per_channel_affine(kind):
+    """A small spread (std 0.2) and epsilon 0.05: an epsilon left at its default shows."""
+    x = np.random.default_rng(4).normal(0.3, 0.2, size=(3, 4, 5, 6)).astype("float32")
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, normalization_layer(kind, 0.05, "n")(inputs))
+    gamma, beta = randomize(model, ["n"], seed=5)
+    assert gamma.shape == beta.shape == (6,)
+    out = ops.convert_to_numpy(model(x))
+    reference = numpy_norm(x.astype("float64"), kind, gamma, beta, 0.05)
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+    other = "group" if kind == "layer" else "layer"
+    assert not np.allclose(out, numpy_norm(x.astype("float64"), other, gamma, beta, 0.05),
+                           atol=1e-3)
+
+
+def numpy_shift_block(x, weights, kind, num_div, s, epsilon):
+    """Reference: shift, normalization, dense + exact GELU, dense, residual (inference)."""
+    gamma, beta, w_expand, b_expand, w_project, b_project = weights
+    shifted = numpy_shift(x, num_div, s)
+    hidden = numpy_norm(shifted, kind, gamma, beta, epsilon) @ w_expand + b_expand
+    hidden = 0.5 * hidden * (1 + np.vectorize(erf)(hidden / np.sqrt(2)))
+    return shifted + hidden @ w_project + b_project
+
+
+@pytest.mark.parametrize("kind", NORMALIZATIONS)
+def test_a_shift_block_matches_numpy_with_each_normalization(kind):
+    x = np.random.default_rng(6).normal(size=(2, 5, 6, 16)).astype("float32")
+    inputs = keras.Input(x.shape[1:])
+    block = keras.Model(inputs, shift_block(inputs, 4, 1, 2, 0.2, 0.1, 1e-3, kind, name="b"))
+    weights = randomize(block, ["b_norm", "b_mlp_expand", "b_mlp_project"], seed=7)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(block(x, training=False)),
+        numpy_shift_block(x.astype("float64"), weights, kind, 4, 1, 1e-3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", NORMALIZATIONS)
+@pytest.mark.parametrize("height,width", [(6, 6), (3, 5)])
+def test_patch_merging_matches_numpy_with_each_normalization(kind, height, width):
+    """Normalize, pad an odd side with zeros at the bottom or right, 2x2 stride-2 conv."""
+    x = np.random.default_rng(8).normal(size=(2, height, width, 8)).astype("float32")
+    inputs = keras.Input(x.shape[1:])
+    merge = keras.Model(inputs, patch_merging(inputs, 1e-3, kind, name="m"))
+    gamma, beta, kernel = randomize(merge, ["m_norm", "m_reduction"], seed=9)
+    h = numpy_norm(x.astype("float64"), kind, gamma, beta, 1e-3)
+    h = np.pad(h, [(0, 0), (0, height % 2), (0, width % 2), (0, 0)])
+    windows = h.reshape(2, h.shape[1] // 2, 2, h.shape[2] // 2, 2, 8)
+    reference = np.einsum("nirjsc,rsco->nijo", windows, kernel)
+    np.testing.assert_allclose(ops.convert_to_numpy(merge(x)), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_the_builder_builds_and_runs_with_group_normalization():
+    p = small(image_size=20, crop_size=16, projected_dim=12, num_shift_blocks_per_stages=[1, 2],
+              num_div=4, normalization="group", epsilon=1e-3)
+    model = build("shiftvit", p, x_train=np.zeros((2, 16, 16, 3), dtype="uint8"), num_classes=3)
+    norms = [layer for layer in model.layers if "_norm" in layer.name]
+    assert [layer.name for layer in norms] == ["stage1_block1_norm", "stage1_merge_norm",
+                                               "stage2_block1_norm", "stage2_block2_norm"]
+    assert all(isinstance(layer, keras.layers.GroupNormalization) and layer.groups == 1
+               and layer.epsilon == 1e-3 for layer in norms)
+    as_layer_norm = build("shiftvit", {**p, "normalization": "layer"},
+                          x_train=np.zeros((2, 16, 16, 3), dtype="uint8"), num_classes=3)
+    assert model.count_params() == as_layer_norm.count_params()  # 2C weights either way
+    images = np.random.default_rng(10).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    logits = ops.convert_to_numpy(model(images, training=False))
+    assert logits.shape == (4, 3) and np.isfinite(logits).all()
+
+
 def test_patch_merging_halves_the_side_and_doubles_the_channels():
     for side, merged_side in ((12, 6), (6, 3), (3, 2)):
         out = patch_merging(keras.Input((side, side, 8)))
@@ -184,8 +284,8 @@ def test_shiftvit_defaults_are_the_full_recipe():
         "patch_size": 4, "projected_dim": 96, "num_shift_blocks_per_stages": [2, 4, 8, 2],
         "num_div": 12, "shift_pixel": 1, "mlp_expand_ratio": 2, "mlp_dropout_rate": 0.2,
         "stochastic_depth_rate": 0.2, "epsilon": 1e-5, "learning_rate": 1e-3,
-        "weight_decay": 1e-4, "weight_decay_mode": "per_step", "lr_schedule": "cosine",
-        "warmup_fraction": 0.15,
+        "weight_decay": 1e-4, "weight_decay_mode": "per_step", "normalization": "layer",
+        "lr_schedule": "cosine", "warmup_fraction": 0.15,
         "epochs": 100, "batch_size": 256, "early_stopping_patience": 5,
     } == defaults
 
@@ -202,6 +302,8 @@ def test_shiftvit_defaults_are_the_full_recipe():
     ({"image_size": 36, "crop_size": 32, "num_shift_blocks_per_stages": [2, 2], "shift_pixel": 4},
      "parameter shift_pixel must be smaller than the smallest feature map it shifts"),
     ({"patch_size": 5}, "parameter patch_size must divide crop_size=48, got 5"),
+    ({"normalization": "batch"},
+     "parameter normalization must be one of 'layer', 'group', got 'batch'"),
     ({"weight_decay_mode": "tfa"},
      "parameter weight_decay_mode must be one of 'lr_scaled', 'per_step', got 'tfa'"),
     ({"crop_size": 56}, "parameter crop_size must be at most image_size=52, got 56"),
@@ -282,6 +384,8 @@ def test_executed_shiftvit_notebook_has_its_figures_and_no_errors(smoke_build):
     assert any("data:image/png;base64" in h and "Animation" in h for h in html)
     text = "".join(o.get("text", "") for o in outputs)
     assert "Shift matches the NumPy slicing reference" in text
+    assert "shift_block matches the NumPy reference with both normalizations" in text
+    assert "patch_merging matches the NumPy reference with both normalizations" in text
     assert "loaded it back: same logits" in text
     assert "Epoch 10/10" in text and "\r" not in text
 

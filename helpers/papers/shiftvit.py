@@ -71,6 +71,24 @@ class Shift(layers.Layer):
 
 
 # book/shiftvit.ipynb, cell 15 ("The shift block")
+NORMALIZATIONS = ("layer", "group")
+
+
+def normalization_layer(kind, epsilon, name):
+    """The model's normalization, a learned scale and offset per channel after it.
+
+    ``"layer"``: each pixel's channels are normalized on their own
+    (``LayerNormalization``, the Keras example's). ``"group"``: each image is
+    normalized over all its channels and positions together
+    (``GroupNormalization`` with one group, the official code's ``GroupNorm(1)``).
+    """
+    if kind == "layer":
+        return layers.LayerNormalization(epsilon=epsilon, name=name)
+    if kind == "group":
+        return layers.GroupNormalization(groups=1, epsilon=epsilon, name=name)
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {kind!r}")
+
+
 def shift_mlp(x, expand_ratio, dropout_rate, name):
     """Dense (expand_ratio x channels, GELU), dropout, dense back to channels, dropout."""
     channels = x.shape[-1]
@@ -81,25 +99,29 @@ def shift_mlp(x, expand_ratio, dropout_rate, name):
 
 
 def shift_block(x, num_div, shift_pixel, mlp_expand_ratio, mlp_dropout_rate,
-                drop_path_rate, epsilon=1e-5, name="shift_block"):
-    """x <- Shift(x), then x + DropPath(MLP(LN(x))), on (batch, height, width, channels)."""
+                drop_path_rate, epsilon=1e-5, normalization="layer", name="shift_block"):
+    """x <- Shift(x), then x + DropPath(MLP(Norm(x))), on (batch, height, width, channels).
+
+    ``normalization`` is ``"layer"`` or ``"group"`` (``normalization_layer``).
+    """
     x = Shift(num_div, shift_pixel, name=f"{name}_shift")(x)
-    h = layers.LayerNormalization(epsilon=epsilon, name=f"{name}_norm")(x)
+    h = normalization_layer(normalization, epsilon, name=f"{name}_norm")(x)
     h = shift_mlp(h, mlp_expand_ratio, mlp_dropout_rate, name)
     h = StochasticDepth(drop_path_rate, name=f"{name}_drop_path")(h)
     return layers.Add(name=f"{name}_add")([x, h])
 
 
-# book/shiftvit.ipynb, cell 18 ("Patch merging")
-def patch_merging(x, epsilon=1e-5, name="merge"):
-    """Layer norm, then a 2x2 convolution of stride 2: half the side, twice the channels."""
+# book/shiftvit.ipynb, cell 20 ("Patch merging")
+def patch_merging(x, epsilon=1e-5, normalization="layer", name="merge"):
+    """Normalization (``"layer"`` or ``"group"``), then a 2x2 convolution of stride 2
+    without bias: half the side (an odd side is padded first), twice the channels."""
     channels = x.shape[-1]
-    x = layers.LayerNormalization(epsilon=epsilon, name=f"{name}_norm")(x)
+    x = normalization_layer(normalization, epsilon, name=f"{name}_norm")(x)
     return layers.Conv2D(2 * channels, kernel_size=2, strides=2, padding="same",
                          use_bias=False, name=f"{name}_reduction")(x)
 
 
-# book/shiftvit.ipynb, cell 21 ("The whole model")
+# book/shiftvit.ipynb, cell 25 ("The whole model")
 def shiftvit_augmentation(p):
     """The source's input pipeline: pixels rescaled to [0, 1], resized to
     ``p.image_size``, a random ``p.crop_size`` crop (the centre crop at inference)
@@ -113,7 +135,7 @@ def shiftvit_augmentation(p):
 def build_shiftvit(p, x_train, num_classes, name="shiftvit"):
     """The ShiftViT classifier of parameters ``p``: augmentation, patch projection,
     stages of shift blocks with patch merging between them, global average pooling,
-    logits.
+    logits. Every normalization is ``p.normalization`` (``"layer"`` or ``"group"``).
 
     ``x_train`` (uint8 training images) sets the input shape; the pipeline only
     rescales, so its statistics play no part.
@@ -130,10 +152,10 @@ def build_shiftvit(p, x_train, num_classes, name="shiftvit"):
         for index in range(1, num_blocks + 1):
             x = shift_block(x, p.num_div, p.shift_pixel, p.mlp_expand_ratio,
                             p.mlp_dropout_rate, float(rates[block]), p.epsilon,
-                            name=f"stage{stage}_block{index}")
+                            p.normalization, name=f"stage{stage}_block{index}")
             block += 1
         if stage < len(stages):
-            x = patch_merging(x, p.epsilon, name=f"stage{stage}_merge")
+            x = patch_merging(x, p.epsilon, p.normalization, name=f"stage{stage}_merge")
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     logits = layers.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, logits, name=name)
@@ -155,6 +177,7 @@ DEFAULTS = {
     'mlp_expand_ratio': 2,
     'mlp_dropout_rate': 0.2,
     'stochastic_depth_rate': 0.2,
+    'normalization': 'layer',
     'epsilon': 1e-05,
     'learning_rate': 0.001,
     'weight_decay': 0.0001,
