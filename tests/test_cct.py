@@ -2,6 +2,7 @@
 NumPy references, its parameter checks, and its smoke run on the built site."""
 
 import ast
+import math
 
 import keras
 import nbformat
@@ -9,11 +10,12 @@ import numpy as np
 import papermill
 import pytest
 from bs4 import BeautifulSoup
-from keras import ops
+from keras import layers, ops
 
 from helpers import papers
 from helpers.harness.parameters import Parameters
 from helpers.harness.records import read_record
+from helpers.harness.train import PerStepAdamW
 from helpers.papers.cct import (
     DEFAULTS,
     CCTTokenizer,
@@ -83,6 +85,37 @@ def numpy_tokenizer(images, kernels):
     return x.reshape(n, h * w, c)
 
 
+def numpy_layer_norm(x, gamma, beta, epsilon=1e-5):
+    mean = x.mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(axis=-1, keepdims=True) + epsilon) * gamma + beta
+
+
+def numpy_gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def numpy_self_attention(x, w):
+    """Heads of key size d, each with its own query, key and value maps and its own
+    slice of the output map (Keras's MultiHeadAttention weight layout)."""
+    out = w["output"][1]
+    for h in range(w["query"][0].shape[1]):
+        q, k, v = (x @ w[name][0][:, h] + w[name][1][h] for name in ("query", "key", "value"))
+        scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        out = out + (scores / scores.sum(axis=-1, keepdims=True)) @ v @ w["output"][0][h]
+    return out
+
+
+def numpy_cct_block(x, w, rate=0.0, kept=(True, True)):
+    """The Keras example's pre-norm block: x + drop(MSA(LN(x))), x + drop(MLP(LN(x)))."""
+    scale = [1 / (1 - rate) if k else 0.0 for k in kept]
+    x = x + scale[0] * numpy_self_attention(numpy_layer_norm(x, *w["norms"][0]), w)
+    h = numpy_layer_norm(x, *w["norms"][1])
+    for kernel, bias in w["mlp"]:
+        h = numpy_gelu(h @ kernel + bias)
+    return x + scale[1] * h
+
+
 def numpy_sequence_pooling(x, g, b):
     scores = x @ g + b
     scores = np.exp(scores - scores.max(axis=1, keepdims=True))
@@ -93,7 +126,9 @@ def numpy_sequence_pooling(x, g, b):
 # --- Tokenizer -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("height,width,channels", [(12, 12, [4, 5]), (11, 9, [3, 4]), (8, 8, [6])])
+@pytest.mark.parametrize("height,width,channels", [
+    (12, 12, [4, 5]), (11, 9, [3, 4]), (8, 8, [6]), (11, 10, [4, 6]), (32, 32, [8, 16]),
+])
 def test_tokenizer_matches_numpy_conv_relu_pad_maxpool_read_row_by_row(height, width, channels):
     images = np.random.default_rng(height).normal(size=(2, height, width, 3)).astype("float32")
     tokenizer = CCTTokenizer(channels)
@@ -168,6 +203,54 @@ def test_cct_block_drops_both_branches_for_a_quarter_of_the_images_at_rate_one_h
     first = ops.convert_to_numpy(block(tokens, training=False))
     np.testing.assert_array_equal(first, ops.convert_to_numpy(block(tokens, training=False)))
     assert not np.all(first == tokens, axis=(1, 2)).any()
+
+
+def random_block(rate, seed=0):
+    """A tiny cct_block (5 tokens of 6, 2 heads, MLP 8 -> 6, no dropout) with every weight
+    random, and its weights in NumPy for ``numpy_cct_block``."""
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input((5, 6))
+    block = keras.Model(inputs, cct_block(inputs, 2, 6, [8, 6], 0.0, rate, seed=seed))
+    for variable in block.weights:
+        variable.assign(rng.normal(scale=0.5, size=variable.shape).astype("float32"))
+
+    def numpy_weights(layer):
+        return [ops.convert_to_numpy(v) for v in layer.weights]
+
+    attention = next(l for l in block.layers if isinstance(l, layers.MultiHeadAttention))
+    weights = {
+        "norms": [numpy_weights(l) for l in block.layers
+                  if isinstance(l, layers.LayerNormalization)],
+        "mlp": [numpy_weights(l) for l in block.layers if isinstance(l, layers.Dense)],
+        "query": numpy_weights(attention.query_dense), "key": numpy_weights(attention.key_dense),
+        "value": numpy_weights(attention.value_dense),
+        "output": numpy_weights(attention.output_dense),
+    }
+    return block, weights
+
+
+def test_cct_block_is_the_numpy_pre_norm_block_at_inference():
+    block, weights = random_block(rate=0.3)
+    tokens = np.random.default_rng(7).normal(size=(4, 5, 6)).astype("float32")
+    np.testing.assert_allclose(ops.convert_to_numpy(block(tokens, training=False)),
+                               numpy_cct_block(tokens, weights), rtol=1e-5, atol=1e-5)
+
+
+def test_cct_block_in_training_keeps_or_drops_each_branch_per_image_as_numpy_does():
+    rate = 0.5
+    block, weights = random_block(rate)
+    tokens = np.random.default_rng(8).normal(size=(64, 5, 6)).astype("float32")
+    trained = ops.convert_to_numpy(block(tokens, training=True))
+    patterns = [(True, True), (True, False), (False, True), (False, False)]
+    candidates = [numpy_cct_block(tokens, weights, rate, kept) for kept in patterns]
+    seen = []
+    for image, output in enumerate(trained):
+        matches = [i for i, candidate in enumerate(candidates)
+                   if np.allclose(output, candidate[image], rtol=1e-5, atol=1e-5)]
+        assert len(matches) == 1, (image, matches)
+        seen.append(matches[0])
+    # Each pattern has probability 1/4: all four occur among 64 images but for 4 * 0.75^64.
+    assert set(seen) == {0, 1, 2, 3}
 
 
 def test_cct_block_without_drops_or_dropout_is_the_same_in_training_and_inference():
@@ -299,6 +382,20 @@ def test_sequence_pooling_weights_of_a_model_sum_to_one_over_its_token_grid():
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
 
 
+# --- Optimizer ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode,factor", [("lr_scaled", 1 - 0.1 * 0.01), ("per_step", 1 - 0.01)])
+def test_weight_decay_mode_sets_how_much_one_step_decays_a_weight(mode, factor):
+    """A zero gradient leaves Adam's own update at 0: only the decay moves the weight."""
+    optimizer = papers.optimizer("cct", {"learning_rate": 0.1, "weight_decay": 0.01,
+                                         "weight_decay_mode": mode})
+    assert isinstance(optimizer, PerStepAdamW) == (mode == "per_step")
+    weight = keras.Variable(np.full((3,), 2.0, "float32"))
+    optimizer.apply_gradients([(ops.zeros((3,)), weight)])
+    np.testing.assert_allclose(ops.convert_to_numpy(weight), 2.0 * factor, rtol=1e-6)
+
+
 # --- The notebook -------------------------------------------------------------------
 
 
@@ -311,7 +408,8 @@ def test_cct_defaults_are_the_source_recipe_and_the_generated_defaults():
     defaults = notebook_defaults(NOTEBOOK)
     assert defaults | {
         "dataset": "cifar10", "epochs": 30, "batch_size": 128, "learning_rate": 1e-3,
-        "weight_decay": 1e-4, "label_smoothing": 0.1, "crop_padding": 4, "flip": "horizontal",
+        "weight_decay": 1e-4, "weight_decay_mode": "lr_scaled", "label_smoothing": 0.1,
+        "crop_padding": 4, "flip": "horizontal",
         "conv_layers": 2, "conv_channels": 64, "projection_dim": 128, "num_heads": 2,
         "transformer_layers": 2, "transformer_units": [128, 128], "positional_emb": True,
         "stochastic_depth_rate": 0.1, "dropout_rate": 0.1, "lr_schedule": "constant",
@@ -360,6 +458,8 @@ def test_the_notebook_checks_the_token_grid_before_its_first_tokenizer():
                            "'horizontal_and_vertical', 'none', got 'diagonal'"),
     ({"crop_padding": -1}, "parameter crop_padding must be >= 0, got -1"),
     ({"label_smoothing": 1.0}, "parameter label_smoothing must be in [0, 1), got 1.0"),
+    ({"weight_decay_mode": "per_epoch"},
+     "parameter weight_decay_mode must be one of 'lr_scaled', 'per_step', got 'per_epoch'"),
     ({"position_embedding": False},
      "parameter position_embedding is not declared by this notebook: did you mean "
      "positional_emb?"),

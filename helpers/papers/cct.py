@@ -119,7 +119,7 @@ class CCTTokenizer(layers.Layer):
         }
 
 
-# book/cct.ipynb, cell 16 ("Position embedding (optional)")
+# book/cct.ipynb, cell 18 ("Position embedding (optional)")
 @keras.saving.register_keras_serializable(package="helpers")
 class PositionEmbedding(layers.Layer):
     """Add a learned vector to each position of a (batch, tokens, width) sequence."""
@@ -142,16 +142,18 @@ class PositionEmbedding(layers.Layer):
         return {**super().get_config(), "stddev": self.stddev}
 
 
-# book/cct.ipynb, cell 19 ("Stochastic depth")
+# book/cct.ipynb, cell 22 ("Stochastic depth")
 def drop_path_rates(stochastic_depth_rate, transformer_layers):
     """Drop rate of each block: linear from 0 (first block) to the given rate (last)."""
     return [float(rate) for rate in np.linspace(0.0, stochastic_depth_rate, transformer_layers)]
 
 
-# book/cct.ipynb, cell 24 ("The CCT block")
+# book/cct.ipynb, cell 27 ("The encoder block")
 def cct_block(tokens, num_heads, projection_dim, transformer_units, dropout_rate,
               drop_path_rate, seed=None):
-    """Pre-norm transformer block with stochastic depth on both residual branches.
+    """Pre-norm transformer block with stochastic depth on both residual branches:
+    the Keras example's block (the authors' code normalizes the residual stream
+    after attention instead of the MLP's input).
 
     x + drop(MSA(LN(x))), then x + drop(MLP(LN(x))); ``transformer_units[-1]``
     must equal the token width. ``seed`` seeds the two drop-path layers
@@ -167,7 +169,7 @@ def cct_block(tokens, num_heads, projection_dim, transformer_units, dropout_rate
     return layers.Add()([tokens, StochasticDepth(drop_path_rate, seed=seeds[1])(x)])
 
 
-# book/cct.ipynb, cell 27 ("Sequence pooling")
+# book/cct.ipynb, cell 32 ("Sequence pooling")
 @keras.saving.register_keras_serializable(package="helpers")
 class SequencePooling(layers.Layer):
     """Attention-weighted average of a (batch, tokens, width) sequence (CCT's SeqPool).
@@ -192,7 +194,7 @@ class SequencePooling(layers.Layer):
         return (pooled, weights) if return_weights else pooled
 
 
-# book/cct.ipynb, cell 31 ("The whole model")
+# book/cct.ipynb, cell 36 ("The whole model")
 def build_cct(p, x_train, num_classes, name="cct"):
     """The CCT classifier of parameters ``p``: augmentation, convolutional tokens, CCT
     blocks, sequence pooling, logits.
@@ -222,7 +224,7 @@ def build_cct(p, x_train, num_classes, name="cct"):
     return keras.Model(inputs, logits, name=name)
 
 
-# book/cct.ipynb, cell 41 ("Where sequence pooling looks")
+# book/cct.ipynb, cell 46 ("Where sequence pooling looks")
 def sequence_pooling_weights(model, images, batch_size=256):
     """Sequence-pooling weights of ``model`` on ``images``, (batch, tokens) in NumPy.
 
@@ -258,6 +260,7 @@ DEFAULTS = {
     'stochastic_depth_rate': 0.1,
     'learning_rate': 0.001,
     'weight_decay': 0.0001,
+    'weight_decay_mode': 'lr_scaled',
     'label_smoothing': 0.1,
     'lr_schedule': 'constant',
     'epochs': 30,
