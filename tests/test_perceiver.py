@@ -403,7 +403,8 @@ def test_build_perceiver_takes_every_architecture_setting_from_the_parameters():
     # The source's augmentation: standardize, resize to image_size, flip and zoom.
     assert model.augmentation(np.zeros((1, 16, 16, 3), "float32")).shape == (1, 16, 16, 3)
     names = [type(layer).__name__ for layer in model.augmentation.layers]
-    assert "RandomFlip" in names and "RandomZoom" in names and "RandomRotation" not in names
+    assert "RandomFlip" in names and "RandomRotationZoom" in names
+    assert (model.augmentation.layers[-1].rotation, model.augmentation.layers[-1].zoom) == (0.0, 0.2)
 
 
 def test_the_perceiver_trains_with_lamb_and_its_weight_decay():
