@@ -340,6 +340,20 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
         assert result["images_per_second_min"] <= result["images_per_second"] > 0
         assert result["batch_size"] == 8
         assert f"{result['model']:<10} {result['parameter_count']:>11,}" in done.stdout
+        # Achieved FLOP/s: three forward passes' worth per image, against the measured peak.
+        peak = report["matmul_peak_flops_per_second"]["float32"]
+        assert result["achieved_flops_per_second"] == pytest.approx(
+            3 * result["flops_per_image"] * result["images_per_second"])
+        assert result["peak_fraction"] == pytest.approx(result["achieved_flops_per_second"] / peak)
+        assert 0 < result["peak_fraction"] < 1.5
+        assert 0 < result["compiled_step_milliseconds"]
+        assert 0 <= result["outside_step_fraction"] < 1
+    assert "matmul peak: float32" in done.stdout and "of peak" in done.stdout
+
+
+def test_the_matmul_peak_is_the_flops_of_a_timed_product():
+    # 2 n^3 FLOPs per product: a machine this size does between 1 GFLOP/s and 1 PFLOP/s.
+    assert 1e9 < bench.matmul_peak("float32", size=256, repeats=3) < 1e15
 
 
 def test_the_benchmark_rejects_bad_options(tmp_path):

@@ -15,6 +15,15 @@ too. Peak device memory is read where the backend reports it
 (``helpers.harness.measure``: PyTorch and TensorFlow on a GPU), and FLOPs per image
 are XLA's count (``helpers.book.flops``).
 
+How close each model comes to the machine: the run first measures the
+matrix-multiply peak of the backend (``matmul_peak``: square float32 products,
+and 16-bit ones under a mixed policy), then prints each model's achieved
+FLOP/s (a training step costs about three forward passes: the forward, and a
+backward pass of twice its work) and that as a fraction of the peak. It also
+times the compiled training step alone (``train_on_batch`` on a batch already
+on the device) and prints the share of a ``fit`` step spent outside it:
+slicing and converting the NumPy batch, callbacks, the loop.
+
 A table goes to stdout and everything (options, environment, every timing) to
 a JSON file (``--output``, default ``_build/bench/<backend>.json``).
 This is a measurement to read, not a test: nothing here asserts a speed.
@@ -55,6 +64,47 @@ def _epoch_timer():
     return EpochTimer()
 
 
+TRAINING_FLOPS_PER_FORWARD = 3  # forward + backward (about twice the forward's work)
+
+
+def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of the backend's best ``size`` x ``size`` matrix product in ``dtype``.
+
+    Compiled as the book's training steps are: XLA on TensorFlow and JAX, the
+    eager ATen kernel on PyTorch. The best of ``repeats`` products after a warm-up.
+    """
+    import keras
+    import numpy as np
+    from keras import ops
+
+    backend = keras.backend.backend()
+    rng = np.random.default_rng(0)
+    a = ops.convert_to_tensor(rng.standard_normal((size, size)), dtype=dtype)
+    b = ops.convert_to_tensor(rng.standard_normal((size, size)), dtype=dtype)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        product = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+        wait = lambda out: out.numpy()  # noqa: E731
+    elif backend == "jax":
+        import jax
+
+        product = jax.jit(lambda x, y: x @ y)
+        wait = lambda out: out.block_until_ready()  # noqa: E731
+    else:
+        import torch
+
+        product = torch.matmul
+        wait = lambda out: out.sum().item()  # noqa: E731
+    wait(product(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        wait(product(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
 def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, warmup: int,
                 repeats: int, jit_compile, seed: int = 0) -> dict:
     """Time ``repeats`` epochs of ``steps`` training steps of one model; returns a result dict.
@@ -90,6 +140,15 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
 
     peak = peak_memory_bytes(train)
     timed = timer.seconds[warmup:]
+
+    # The compiled step alone: one batch already converted, no data adapter or callbacks.
+    x = keras.ops.convert_to_tensor(images[:batch_size])
+    y = keras.ops.convert_to_tensor(labels[:batch_size])
+    model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    step_alone = (time.perf_counter() - start) / steps
     rates = [steps * batch_size / s for s in timed]
     result = {
         "model": name,
@@ -102,6 +161,8 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
         "images_per_second_min": min(rates),
         "images_per_second_max": max(rates),
         "step_milliseconds": 1000 * statistics.median(timed) / steps,
+        "compiled_step_milliseconds": 1000 * step_alone,
+        "outside_step_fraction": max(0.0, 1 - step_alone * steps / statistics.median(timed)),
         "warmup_seconds": sum(timer.seconds[:warmup]),
         "epoch_seconds": timer.seconds,
         "peak_memory_bytes": peak,
@@ -111,18 +172,33 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
     return result
 
 
+def add_peak_fraction(result: dict, peak_flops: float) -> None:
+    """Add the achieved training FLOP/s and its fraction of ``peak_flops`` (needs the FLOP count)."""
+    if result.get("flops_per_image") is None:
+        return
+    achieved = TRAINING_FLOPS_PER_FORWARD * result["flops_per_image"] * result["images_per_second"]
+    result["achieved_flops_per_second"] = achieved
+    result["peak_fraction"] = achieved / peak_flops
+
+
 def format_table(results: list[dict]) -> str:
     """The printed table: one line per model."""
     header = (f"{'model':<10} {'parameters':>11} {'GFLOPs/img':>10} {'batch':>5} "
-              f"{'images/s':>10} {'(min-max)':>15} {'ms/step':>9} {'peak MiB':>9}")
+              f"{'images/s':>10} {'(min-max)':>15} {'ms/step':>9} {'GFLOP/s':>8} {'of peak':>7} "
+              f"{'outside':>7} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
         spread = f"{r['images_per_second_min']:.0f}-{r['images_per_second_max']:.0f}"
         peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
         flops = "-" if r.get("flops_per_image") is None else f"{r['flops_per_image'] / 1e9:.3f}"
+        achieved = ("-" if r.get("achieved_flops_per_second") is None
+                    else f"{r['achieved_flops_per_second'] / 1e9:.1f}")
+        fraction = "-" if r.get("peak_fraction") is None else f"{100 * r['peak_fraction']:.0f}%"
+        outside = f"{100 * r['outside_step_fraction']:.0f}%"
         lines.append(
             f"{r['model']:<10} {r['parameter_count']:>11,} {flops:>10} {r['batch_size']:>5} "
-            f"{r['images_per_second']:>10.1f} {spread:>15} {r['step_milliseconds']:>9.1f} {peak:>9}"
+            f"{r['images_per_second']:>10.1f} {spread:>15} {r['step_milliseconds']:>9.1f} "
+            f"{achieved:>8} {fraction:>7} {outside:>7} {peak:>9}"
         )
     return "\n".join(lines)
 
@@ -186,6 +262,10 @@ def main(argv=None) -> int:
           f"{args.jit_compile}, {args.warmup} warm-up + {args.repeats} timed epochs of "
           f"{args.steps} steps", flush=True)
 
+    compute_dtype = keras.DTypePolicy(args.dtype_policy).compute_dtype
+    peaks = {dtype: matmul_peak(dtype) for dtype in dict.fromkeys(("float32", compute_dtype))}
+    print("matmul peak: " + ", ".join(f"{dtype} {flops / 1e9:.0f} GFLOP/s"
+                                      for dtype, flops in peaks.items()), flush=True)
     keras.config.set_dtype_policy(args.dtype_policy)
     results = []
     for name, parameters in configs.items():
@@ -203,6 +283,7 @@ def main(argv=None) -> int:
         specs = [{"name": name, "parameters": p} for name, p in configs.items()]
         for result, flops in zip(results, models_flops(specs)):
             result["flops_per_image"] = flops
+            add_peak_fraction(result, peaks[compute_dtype])
 
     print()
     print(format_table(results))
@@ -216,6 +297,7 @@ def main(argv=None) -> int:
             "repeats": args.repeats, "batch_size": args.batch_size,
         },
         "parameters": configs,
+        "matmul_peak_flops_per_second": peaks,
         "results": results,
     }
     output.write_text(json.dumps(report, indent=2) + "\n")
