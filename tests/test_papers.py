@@ -351,6 +351,12 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
     assert "matmul peak: float32" in done.stdout and "of peak" in done.stdout
 
 
+def test_the_benchmark_offers_the_feeds_of_the_training_loop():
+    from helpers.harness.feed import FEEDS
+
+    assert bench.FEEDS == FEEDS
+
+
 def test_the_matmul_peak_is_the_flops_of_a_timed_product():
     # 2 n^3 FLOPs per product: a machine this size does between 1 GFLOP/s and 1 PFLOP/s.
     assert 1e9 < bench.matmul_peak("float32", size=256, repeats=3) < 1e15

@@ -191,3 +191,49 @@ def test_training_with_per_step_decay_learns(digits_split):
                                 weight_decay=1e-3, weight_decay_mode="per_step", verbose=0)
     assert isinstance(model.optimizer, PerStepAdamW)
     assert result.test_top1 > 0.5  # chance is 0.1
+
+
+def test_shuffled_batches_cover_every_image_once_per_epoch_in_a_new_seeded_order():
+    from helpers.harness.feed import ShuffledBatches
+
+    x = np.arange(23, dtype="float32")[:, None] * np.ones((1, 3), "float32")
+    y = np.arange(23)
+    batches = ShuffledBatches(x, y, 5, seed=1)
+    assert len(batches) == 5
+
+    def epoch():
+        parts = [batches[i] for i in range(len(batches))]
+        assert [len(b[1]) for b in parts] == [5, 5, 5, 5, 3]
+        for images, labels in parts:  # images and labels stay paired
+            np.testing.assert_array_equal(images[:, 0], labels)
+        return np.concatenate([labels for _, labels in parts])
+
+    first = epoch()
+    batches.on_epoch_end()
+    second = epoch()
+    assert sorted(first) == sorted(second) == list(range(23))
+    assert list(first) != list(second)
+    twin = ShuffledBatches(x, y, 5, seed=1)  # the same seed, the same order
+    np.testing.assert_array_equal(first, np.concatenate([twin[i][1] for i in range(5)]))
+    with pytest.raises(IndexError):
+        batches[5]
+
+
+def test_feed_auto_prefetches_except_on_tensorflow_and_rejects_unknown_names():
+    from helpers.harness.feed import resolve_feed
+
+    expected = "arrays" if keras.backend.backend() == "tensorflow" else "prefetch"
+    assert resolve_feed("auto") == expected
+    assert resolve_feed("prefetch") == "prefetch"
+    with pytest.raises(ValueError, match="feed must be one of"):
+        resolve_feed("stream")
+
+
+@pytest.mark.parametrize("feed", ["arrays", "prefetch"])
+def test_training_learns_with_either_feed(digits_split, feed):
+    set_seed(0)
+    model = small_classifier(digits_split)
+    result = train_and_evaluate(model, digits_split, epochs=3, batch_size=64, feed=feed,
+                                verbose=0)
+    assert result.test_top1 > 0.5  # chance is 0.1
+    assert result.epochs == 3

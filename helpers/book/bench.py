@@ -41,6 +41,9 @@ from pathlib import Path
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+# helpers.harness.feed.FEEDS, spelled out: importing that module imports Keras,
+# which must wait for --backend (a test checks the two agree).
+FEEDS = ("auto", "arrays", "prefetch")
 
 
 def _epoch_timer():
@@ -106,18 +109,20 @@ def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> 
 
 
 def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, warmup: int,
-                repeats: int, jit_compile, seed: int = 0) -> dict:
+                repeats: int, jit_compile, seed: int = 0, feed: str = "auto") -> dict:
     """Time ``repeats`` epochs of ``steps`` training steps of one model; returns a result dict.
 
     The model is paper ``name``'s, built by ``helpers.papers.build`` from
     ``parameters`` (missing names take the notebook's defaults) and compiled
-    with the notebook's optimizer (``helpers.papers.optimizer``).
+    with the notebook's optimizer (``helpers.papers.optimizer``), and fed
+    as ``train_and_evaluate`` feeds it (``helpers.harness.feed``).
     """
     import keras
     import numpy as np
 
     from helpers import papers
     from helpers.harness.data import dataset_shape
+    from helpers.harness.feed import ShuffledBatches, resolve_feed
     from helpers.harness.measure import memory_source, peak_memory_bytes
 
     parameters = {**papers.defaults(name), **parameters}
@@ -134,9 +139,14 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
     )
     timer = _epoch_timer()
 
+    feed = resolve_feed(feed)
+    if feed == "prefetch":
+        data = {"x": ShuffledBatches(images, labels, batch_size, seed=seed)}
+    else:
+        data = {"x": images, "y": labels, "batch_size": batch_size}
+
     def train():
-        model.fit(images, labels, batch_size=batch_size, epochs=warmup + repeats,
-                  shuffle=False, verbose=0, callbacks=[timer])
+        model.fit(**data, epochs=warmup + repeats, verbose=0, callbacks=[timer])
 
     peak = peak_memory_bytes(train)
     timed = timer.seconds[warmup:]
@@ -154,6 +164,7 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
         "model": name,
         "parameter_count": int(model.count_params()),
         "batch_size": batch_size,
+        "feed": feed,
         "steps": steps,
         "warmup_epochs": warmup,
         "repeats": repeats,
@@ -228,6 +239,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
                         help="compiled training steps (XLA on TensorFlow and JAX, "
                              "torch.compile on PyTorch with true)")
+    parser.add_argument("--feed", choices=FEEDS, default="auto",
+                        help="how batches reach the model (helpers.harness.feed): "
+                             "fit on the arrays, or batches prepared ahead in threads")
     parser.add_argument("--steps", type=_positive, default=20, help="training steps per epoch")
     parser.add_argument("--warmup", type=_positive, default=1, help="untimed epochs first")
     parser.add_argument("--repeats", type=_positive, default=5, help="timed epochs")
@@ -259,8 +273,8 @@ def main(argv=None) -> int:
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     print(describe_runtime(), flush=True)
     print(f"profile {args.profile}, dtype policy {args.dtype_policy}, jit_compile "
-          f"{args.jit_compile}, {args.warmup} warm-up + {args.repeats} timed epochs of "
-          f"{args.steps} steps", flush=True)
+          f"{args.jit_compile}, feed {args.feed}, {args.warmup} warm-up + {args.repeats} "
+          f"timed epochs of {args.steps} steps", flush=True)
 
     compute_dtype = keras.DTypePolicy(args.dtype_policy).compute_dtype
     peaks = {dtype: matmul_peak(dtype) for dtype in dict.fromkeys(("float32", compute_dtype))}
@@ -272,7 +286,8 @@ def main(argv=None) -> int:
         batch_size = args.batch_size or parameters["batch_size"]
         print(f"== {name}: batch {batch_size} ...", flush=True)
         result = bench_model(name, parameters, batch_size=batch_size, steps=args.steps,
-                             warmup=args.warmup, repeats=args.repeats, jit_compile=jit)
+                             warmup=args.warmup, repeats=args.repeats, jit_compile=jit,
+                             feed=args.feed)
         print(f"   {result['images_per_second']:.1f} images/s "
               f"(warm-up {result['warmup_seconds']:.1f} s)", flush=True)
         results.append(result)
@@ -293,8 +308,8 @@ def main(argv=None) -> int:
         "runtime": runtime(),
         "options": {
             "profile": args.profile, "dtype_policy": args.dtype_policy,
-            "jit_compile": args.jit_compile, "steps": args.steps, "warmup": args.warmup,
-            "repeats": args.repeats, "batch_size": args.batch_size,
+            "jit_compile": args.jit_compile, "feed": args.feed, "steps": args.steps,
+            "warmup": args.warmup, "repeats": args.repeats, "batch_size": args.batch_size,
         },
         "parameters": configs,
         "matmul_peak_flops_per_second": peaks,

@@ -20,6 +20,7 @@ from keras import ops
 
 from helpers.harness.data import Dataset
 from helpers.harness.distribute import replicas
+from helpers.harness.feed import ShuffledBatches, resolve_feed
 from helpers.harness.resume import CallbackStates, RunLog
 
 SCHEDULES = ("constant", "cosine")
@@ -218,6 +219,8 @@ def train_and_evaluate(
     restore_best: bool = True,
     callbacks: list | None = None,
     backup_dir: str | os.PathLike | None = None,
+    feed: str = "auto",
+    seed: int = 0,
     verbose: int = 2,
 ) -> TrainResult:
     """Compile ``model``, fit it on ``data``, evaluate it on the test set.
@@ -248,6 +251,11 @@ def train_and_evaluate(
             calling this function again with the same model, data and
             options resumes after the last completed epoch. The folder is
             the run's own: a finished run deletes it.
+        feed: how training batches reach the model (``helpers.harness.feed``):
+            ``"arrays"`` (``fit`` on the arrays), ``"prefetch"`` (shuffled
+            batches prepared ahead in threads) or ``"auto"`` (the faster one
+            on this backend).
+        seed: the seed of the batches' order with ``feed="prefetch"``.
         verbose: ``fit`` verbosity; 2 (one line per epoch) keeps executed
             notebooks readable, since every progress-bar update would be
             stored as an output of its own.
@@ -267,6 +275,7 @@ def train_and_evaluate(
         raise ValueError(
             f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}"
         )
+    feed = resolve_feed(feed)
     if isinstance(optimizer, keras.optimizers.Optimizer) and schedule != "constant":
         raise ValueError(
             "an optimizer instance keeps its own learning rate: to use the "
@@ -336,10 +345,12 @@ def train_and_evaluate(
         all_callbacks += [states, keras.callbacks.BackupAndRestore(str(backup),
                                                                    double_checkpoint=True)]
 
+    if feed == "prefetch":
+        training = {"x": ShuffledBatches(data.x_train, targets(data.y_train), batch_size, seed=seed)}
+    else:
+        training = {"x": data.x_train, "y": targets(data.y_train), "batch_size": batch_size}
     model.fit(
-        data.x_train,
-        targets(data.y_train),
-        batch_size=batch_size,
+        **training,
         epochs=epochs,
         validation_data=validation,
         callbacks=all_callbacks,

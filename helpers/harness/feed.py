@@ -1,0 +1,68 @@
+"""How training batches reach the model: Keras's own array feeding, or batches prepared ahead.
+
+``model.fit(x, y)`` on NumPy arrays slices each batch in the training loop,
+between two steps, so a device waits for it. On TensorFlow Keras turns the
+arrays into a ``tf.data`` pipeline that prefetches; on JAX and PyTorch the
+slicing, shuffling and conversion happen in line with the steps (on PyTorch
+through a ``DataLoader`` that indexes and converts every batch anew).
+``ShuffledBatches`` prepares the next batches in worker threads while the
+current step runs, on every backend. ``python -m helpers.book.bench --feed``
+prints the share of each step spent outside the compiled step with either.
+
+``train_and_evaluate(feed=...)`` picks one of ``FEEDS``: ``"auto"`` is
+``"arrays"`` on TensorFlow and ``"prefetch"`` on JAX and PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+FEEDS = ("auto", "arrays", "prefetch")
+
+
+def resolve_feed(feed: str) -> str:
+    """``"arrays"`` or ``"prefetch"``: what ``feed`` means on the current backend."""
+    if feed not in FEEDS:
+        raise ValueError(f"feed must be one of {FEEDS}, got {feed!r}")
+    if feed == "auto":
+        return "arrays" if keras.backend.backend() == "tensorflow" else "prefetch"
+    return feed
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """Mini-batches of in-memory arrays in a fresh random order every epoch.
+
+    ``workers`` threads prepare up to ``max_queue_size`` batches ahead of the
+    training step (Keras's ``PyDataset`` machinery; threads, not processes:
+    slicing NumPy arrays releases the GIL). Every image is seen once per
+    epoch; the last batch is smaller when ``batch_size`` does not divide the
+    data, as with ``fit(x, y, batch_size=...)``. The order comes from
+    ``seed``, so two runs with the same seed see the same batches.
+    """
+
+    def __init__(self, x, y, batch_size: int, *, seed: int = 0, workers: int = 2,
+                 max_queue_size: int = 8):
+        super().__init__(workers=workers, use_multiprocessing=False,
+                         max_queue_size=max_queue_size)
+        if len(x) != len(y):
+            raise ValueError(f"x and y differ in length: {len(x)} and {len(y)}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.x[picked], self.y[picked]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
