@@ -80,6 +80,26 @@ def test_collect_checks_the_shared_parameters_of_every_notebook(values, message)
         parameters.collect(namespace(**values))
 
 
+@pytest.mark.parametrize("values,message", [
+    ({"learning_rate": 0.0}, "parameter learning_rate must be > 0, got 0.0"),
+    ({"lr_schedule": "step"}, "parameter lr_schedule must be one of 'constant', 'cosine', "
+                              "got 'step'"),
+    ({"weight_decay_mode": "decoupled"}, "parameter weight_decay_mode must be one of "
+                                         "'lr_scaled', 'per_step', got 'decoupled'"),
+    ({"precision": "float16"}, "parameter precision must be one of 'float32', "
+                               "'mixed_bfloat16', 'mixed_float16', got 'float16'"),
+    ({"precision": "bfloat16"}, "parameter precision must be one of .* got 'bfloat16'"),
+])
+def test_collect_checks_the_parameters_several_notebooks_declare(values, message):
+    with pytest.raises(ValueError, match=message):
+        parameters.collect(namespace(**values))
+
+
+@pytest.mark.parametrize("precision", parameters.PRECISIONS)
+def test_each_keras_dtype_policy_the_book_supports_is_a_valid_precision(precision):
+    assert parameters.collect(namespace(precision=precision))["precision"] == precision
+
+
 def test_an_existing_npz_is_a_valid_dataset(tmp_path):
     path = tmp_path / "mine.npz"
     path.write_bytes(b"")  # only its existence is checked here; load_dataset reads it
@@ -113,6 +133,9 @@ def test_an_injected_name_the_notebook_does_not_declare_fails_with_suggestions()
     ("latent_dim", ["num_latents", "num_heads", "dataset"], ["num_latents"]),
     ("patchsize", ["patch_size", "image_size"], ["patch_size"]),
     ("lr", ["learning_rate", "seed"], []),
+    ("projection_dim", ["projected_dim", "precision"], ["projected_dim"]),
+    ("dropout", ["dropout_rate", "attention_dropout", "head_dropout_rate", "seed"],
+     ["attention_dropout", "dropout_rate", "head_dropout_rate"]),
 ])
 def test_closest_names_by_spelling_or_by_a_shared_word(name, declared, expected):
     assert parameters.closest(name, declared) == expected

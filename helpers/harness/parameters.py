@@ -6,9 +6,11 @@ values, the annotations stay. ``collect`` reads them back, checks each value
 against its annotation and checks the parameters every notebook shares (a
 known dataset, or an existing ``.npz``, image folder or ``.zip`` of one, which
 are read later; epochs and batch size > 0; seed and
-subset sizes >= 0; a validation fraction in [0, 1)); ``check`` applies a
-notebook's own range rules. Every failure is one ``ValueError`` that names the
-parameter and what is allowed.
+subset sizes >= 0; a validation fraction in [0, 1)) and those several
+notebooks declare (a positive learning rate; a known schedule, weight-decay
+mode or ``precision``; ...); ``check`` applies a notebook's own range rules.
+Every failure is one ``ValueError`` that names the parameter and what is
+allowed.
 
 Papermill only warns when it is given a name the notebook does not declare,
 and the notebook would then train its default model. ``collect`` looks at the
@@ -101,7 +103,9 @@ def cell_defaults(namespace: Mapping) -> Parameters | None:
 
 def closest(name: str, declared: Iterable[str], n: int = 3) -> list[str]:
     """The declared names most like ``name``: by spelling, or by a shared word
-    (``latent_dim`` -> ``num_latents``)."""
+    (``latent_dim`` -> ``num_latents``). Only those nearly as close as the closest
+    (within 0.1 of its score): ``projection_dim`` -> ``projected_dim``, not also
+    ``precision``."""
     def words(text):
         return {w.rstrip("s") for w in re.split(r"[_\W]+", text.lower()) if len(w) > 1}
 
@@ -113,7 +117,9 @@ def closest(name: str, declared: Iterable[str], n: int = 3) -> list[str]:
         score = max(spelling, 0.5 + overlap / 2 if shared else 0.0)
         if score >= 0.6:
             scores[candidate] = score
-    return sorted(scores, key=lambda c: (-scores[c], c))[:n]
+    best = max(scores.values(), default=0.0)
+    near = [c for c in scores if scores[c] >= best - 0.1]
+    return sorted(near, key=lambda c: (-scores[c], c))[:n]
 
 
 def undeclared(names: Iterable[str], declared: Iterable[str]) -> None:
@@ -174,6 +180,10 @@ def _check_common(values: Mapping) -> None:
         check(values, fractions=["validation_split"])
 
 
+# The values of ``precision``, Keras dtype policies: float32 throughout, or
+# 16-bit compute with float32 weights (bfloat16; float16 with loss scaling).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
 # Rules of parameters that several notebooks declare, applied wherever declared.
 CONVENTIONAL = {
     "positive": ("learning_rate",),
@@ -191,6 +201,8 @@ def _check_conventional(values: Mapping) -> None:
         check(values, choices={"lr_schedule": SCHEDULES})
     if "weight_decay_mode" in values:
         check(values, choices={"weight_decay_mode": WEIGHT_DECAY_MODES})
+    if "precision" in values:
+        check(values, choices={"precision": PRECISIONS})
 
 
 def names(spec: str | Iterable[str]) -> list[str]:

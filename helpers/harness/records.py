@@ -91,7 +91,9 @@ def write_record(
         notebook: the notebook's name without extension, e.g. ``"vit"``.
         result: what ``train_and_evaluate`` returned.
         data: the dataset the run used (its name, classes and sizes are recorded).
-        parameters: the notebook's parameters, stored for reproducibility.
+        parameters: the notebook's parameters, stored for reproducibility; their
+            ``precision`` (the model's dtype policy, ``"float32"`` if absent) is
+            also a field of its own.
         extra: more fields for this notebook's record (e.g. a second run).
         glue_prefix: prefix of the glued names (default: ``notebook``).
 
@@ -121,6 +123,7 @@ def write_record(
         "backend_version": env["backend_version"],
         "python_version": env["python_version"],
         "devices": env["devices"],
+        "precision": (parameters or {}).get("precision", "float32"),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "parameters": parameters or {},
         "history": result.history,

@@ -6,11 +6,16 @@ Right after its parameters cell, a notebook calls
 
 which checks the parameters (types, the shared rules, the notebook's own
 ranges and rules, and names papermill was given that the notebook does not
-declare), prints the Keras backend, versions and devices, seeds Python, NumPy
-and the backend, turns on data-parallel training when asked, and loads the
-dataset. Everything fails before any data is loaded, with one ``ValueError``
-that names the parameter. ``run.p`` holds the checked parameters
-(``run.p.patch_size``), ``run.data`` the dataset.
+declare), prints the Keras backend, versions, devices and the run's
+precision, seeds Python, NumPy and the backend, turns on data-parallel
+training when asked, and loads the dataset. Everything fails before any data
+is loaded, with one ``ValueError`` that names the parameter. ``run.p`` holds
+the checked parameters (``run.p.patch_size``), ``run.data`` the dataset.
+
+The notebook's model is built inside ``with run.precision():``, so that it
+computes in the dtype policy of the ``precision`` parameter (``"float32"``,
+``"mixed_bfloat16"`` or ``"mixed_float16"``); everything else, the checks of
+each layer against NumPy included, stays in float32.
 
 ``run.train(model)`` trains with the notebook's budget and optimizer
 parameters and a backup folder of its own (so a killed run resumes), and
@@ -20,6 +25,7 @@ for the site. Used by every training notebook.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -44,6 +50,17 @@ class Run:
         from helpers.harness.resume import backup_dir_for
 
         return backup_dir_for(self.p.results_dir, self.name + suffix, self.p)
+
+    def precision(self):
+        """A ``with`` block whose models compute in the ``precision`` parameter's dtype policy.
+
+        ``"mixed_bfloat16"`` and ``"mixed_float16"`` keep the weights in
+        float32 and compute in 16 bits; for ``"mixed_float16"`` Keras's
+        ``compile`` (in ``train``) wraps the optimizer in a
+        ``LossScaleOptimizer``. A notebook that declares no ``precision``
+        builds in float32.
+        """
+        return dtype_policy(self.p.get("precision", "float32"))
 
     def train(self, model, *, backup: str = "", **options):
         """``train_and_evaluate`` with this notebook's budget, optimizer settings and backup.
@@ -112,12 +129,20 @@ def start(
     bad value, before anything is seeded or loaded. ``run.defaults`` holds the
     values written in the parameters cell (before papermill's injection; the
     current values outside IPython).
+
+    Every call sets Keras's global dtype policy to float32, so that a
+    mixed-precision run earlier in the same process (a kernel, a test session)
+    leaves nothing behind; the ``precision`` parameter applies to what is built
+    inside ``with run.precision():``.
     """
+    import keras
+
     p = checks.collect(namespace, common=load_data)
     defaults = checks.cell_defaults(namespace)
     checks.check(p, positive=positive, non_negative=non_negative, fractions=fractions,
                  choices=choices)
     checks.apply_rules(p, rules)
+    keras.config.set_dtype_policy("float32")
     if not load_data:
         return Run(name, p, defaults=defaults)
 
@@ -127,6 +152,7 @@ def start(
     from helpers.harness.train import set_seed
 
     print(describe_runtime())
+    print(describe_precision(p.get("precision", "float32")))
     set_seed(p.seed)
     devices = use_data_parallel(p.get("data_parallel", False))
     print("training on", ", ".join(devices))
@@ -134,3 +160,30 @@ def start(
                         validation_split=p.get("validation_split", 0.0), seed=p.seed)
     print(data.summary())
     return Run(name, p, data, devices, defaults=defaults)
+
+
+def describe_precision(precision: str) -> str:
+    """The line ``start`` prints about the run's ``precision``."""
+    if precision == "float32":
+        return "precision float32: the model computes and keeps its weights in float32"
+    compute = precision.removeprefix("mixed_")
+    scaling = ", the loss scaled against underflow" if precision == "mixed_float16" else ""
+    return (f"precision {precision}: the model computes in {compute} and keeps its weights "
+            f"in float32{scaling}; the checks of its layers run in float32")
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Keras's global dtype policy inside the block, the one before restored after it.
+
+    A layer takes the global policy when it is created: a model built inside
+    computes in ``policy`` for good, wherever it is called, trained or saved.
+    """
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
