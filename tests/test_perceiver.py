@@ -16,6 +16,7 @@ import helpers.harness.data
 from helpers import papers
 from helpers.harness.augment import augmentation_pipeline
 from helpers.harness.parameters import Parameters
+from helpers.harness.run import dtype_policy
 from helpers.papers.perceiver import (
     CrossAttention,
     FeedForward,
@@ -96,6 +97,33 @@ def test_highest_fourier_band_is_the_nyquist_frequency_of_the_grid():
     x = np.linspace(-1, 1, grid)
     np.testing.assert_allclose(sine_of_last_band_along_columns, np.sin(np.pi * grid / 2 * x),
                                atol=1e-5)
+
+
+def round_to_bfloat16(x):
+    """``x`` rounded to bfloat16's 8 significant bits, in NumPy."""
+    mantissa, exponent = np.frexp(x)
+    return np.ldexp(np.round(mantissa * 2**8) / 2**8, exponent)
+
+
+def test_fourier_features_under_mixed_bfloat16_are_float32_features_rounded_once():
+    """The full-size grid (64 px images in 2 px patches: 32 x 32, bands up to f = 16).
+    Computed in float32, each feature is off by at most one bfloat16 rounding (2**-9 of
+    a value in [-1, 1]); from angles rounded to bfloat16 (spacing 0.25 near pi * 16),
+    the sines and cosines would be off by up to 0.12."""
+    grid, bands = 32, 64
+    tokens = np.zeros((1, grid * grid, 2), "float32")
+    with dtype_policy("mixed_bfloat16"):
+        layer = FourierFeatures(grid, bands)
+    features = layer(tokens)
+    assert keras.backend.standardize_dtype(features.dtype) == "bfloat16"
+    features = numpy(ops.cast(features, "float32"))[0, :, 2:]
+    exact = reference_fourier_features(grid, bands)
+    assert np.abs(features - exact).max() <= 2.0**-9
+
+    x = np.linspace(-1, 1, grid)[:, None]
+    frequencies = np.linspace(1, grid / 2, bands)[None, :]
+    rounded_angles = round_to_bfloat16(round_to_bfloat16(np.pi * frequencies) * x)
+    assert np.abs(np.sin(rounded_angles) - np.sin(np.pi * frequencies * x)).max() > 0.1
 
 
 def test_fourier_patch_encoder_projects_patches_with_their_features():

@@ -16,12 +16,14 @@ from keras import ops
 from helpers import papers
 from helpers.harness.parameters import Parameters
 from helpers.harness.records import read_record
+from helpers.harness.run import dtype_policy
 from helpers.papers.spt_lsa import (
     DEFAULTS,
     SHIFTS,
     LocalitySelfAttention,
     ShiftedPatchTokenization,
     build_spt_lsa,
+    diagonal_mask_value,
     shift_images,
 )
 from helpers.papers.vit import attention_scores, build_vit
@@ -248,6 +250,55 @@ def test_attention_dropout_acts_only_in_training():
     # The returned weights are those before dropout: rows still sum to 1.
     _, weights = layer(x, x, return_attention_scores=True, training=True)
     np.testing.assert_allclose(ops.convert_to_numpy(weights).sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_the_diagonal_mask_value_is_finite_in_each_compute_dtype_and_weighs_exactly_zero(dtype):
+    value = ops.cast(diagonal_mask_value(dtype), dtype)
+    assert np.isfinite(float(ops.convert_to_numpy(ops.cast(value, "float32"))))
+    scores = ops.stack([value, ops.cast(0.0, dtype), ops.cast(3.0, dtype)])
+    weights = ops.convert_to_numpy(ops.cast(ops.softmax(scores), "float32"))
+    assert weights[0] == 0.0
+    np.testing.assert_allclose(weights[1:], [1 / (1 + math.e**3), 1 / (1 + math.e**-3)],
+                               rtol=1e-2)
+
+
+def test_lsa_in_mixed_float16_neither_overflows_nor_leaves_weight_on_the_diagonal():
+    """Identical tokens whose q . k = 80,000, past float16's largest value, 65,504: divided
+    by the temperature (sqrt(8)) before the product, the scores stay finite, and every
+    token spreads its attention evenly over the others."""
+    tokens = np.ones((2, 5, 16), "float32")
+    with dtype_policy("mixed_float16"):
+        lsa = LocalitySelfAttention(num_heads=2, key_dim=8)
+        lsa(tokens, tokens)
+    for dense in (lsa.query_dense, lsa.key_dense):
+        dense.kernel.assign(100 * np.eye(16, dtype="float32"))  # q = k = 100 per component
+        dense.bias.assign(np.zeros(16, "float32"))
+    output, weights = lsa(tokens, tokens, return_attention_scores=True)
+    assert keras.backend.standardize_dtype(weights.dtype) == "float16"
+    weights = ops.convert_to_numpy(ops.cast(weights, "float32"))
+    assert np.isfinite(weights).all() and np.isfinite(ops.convert_to_numpy(output)).all()
+    expected = np.broadcast_to((1 - np.eye(5)) / 4, weights.shape)
+    np.testing.assert_allclose(weights, expected, atol=1e-3)
+    assert (np.diagonal(weights, axis1=-2, axis2=-1) == 0).all()
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_lsa_in_mixed_precision_gives_the_float32_layers_weights(policy):
+    probe = np.random.default_rng(0).normal(size=(2, 9, 16)).astype("float32")
+    reference = LocalitySelfAttention(num_heads=2, key_dim=8, temperature_per_head=True)
+    reference(probe, probe)
+    with dtype_policy(policy):
+        mixed = LocalitySelfAttention(num_heads=2, key_dim=8, temperature_per_head=True)
+        mixed(probe, probe)
+    mixed.set_weights(reference.get_weights())
+    _, expected = reference(probe, probe, return_attention_scores=True)
+    _, weights = mixed(probe, probe, return_attention_scores=True)
+    weights = ops.convert_to_numpy(ops.cast(weights, "float32"))
+    assert (np.diagonal(weights, axis1=-2, axis2=-1) == 0).all()
+    # Within a few roundings of bfloat16 (8 significant bits) or float16 (11).
+    np.testing.assert_allclose(weights, ops.convert_to_numpy(expected),
+                               atol=0.03 if policy == "mixed_bfloat16" else 0.004)
 
 
 def test_the_diagonal_mask_refuses_cross_attention():

@@ -220,13 +220,14 @@ def build_cct(p, x_train, num_classes, name="cct"):
                            seed=p.seed + 2 * index)
     tokens = layers.LayerNormalization(epsilon=1e-5, name="final_norm")(tokens)
     pooled = SequencePooling(name="sequence_pooling")(tokens)
-    logits = layers.Dense(num_classes, name="logits")(pooled)
+    # float32 logits, whatever the dtype policy: the loss and the metrics read them
+    logits = layers.Dense(num_classes, name="logits", dtype="float32")(pooled)
     return keras.Model(inputs, logits, name=name)
 
 
 # book/cct.ipynb, cell 46 ("Where sequence pooling looks")
 def sequence_pooling_weights(model, images, batch_size=256):
-    """Sequence-pooling weights of ``model`` on ``images``, (batch, tokens) in NumPy.
+    """Sequence-pooling weights of ``model`` on ``images``, (batch, tokens), float32 NumPy.
 
     The pooling layer is the model's ``SequencePooling`` layer; each row sums
     to 1. Tokens are in the tokenizer's row-major grid order.
@@ -237,7 +238,7 @@ def sequence_pooling_weights(model, images, batch_size=256):
     for start in range(0, len(images), batch_size):
         tokens = probe(images[start:start + batch_size], training=False)
         _, batch_weights = pooling(tokens, return_weights=True)
-        weights.append(ops.convert_to_numpy(batch_weights))
+        weights.append(ops.convert_to_numpy(ops.cast(batch_weights, "float32")))
     return np.concatenate(weights)
 
 
@@ -267,5 +268,6 @@ DEFAULTS = {
     'batch_size': 128,
     'seed': 42,
     'data_parallel': False,
+    'precision': 'float32',
     'results_dir': 'results',
 }

@@ -39,9 +39,14 @@ class FourierFeatures(layers.Layer):
         return 2 * (2 * self.num_bands + 1)
 
     def encoding(self):
-        """The features of every grid position, (grid_size**2, num_features)."""
-        positions = ops.linspace(-1.0, 1.0, self.grid_size)
-        frequencies = ops.linspace(1.0, self.grid_size / 2, self.num_bands)
+        """The features of every grid position, (grid_size**2, num_features).
+
+        Computed in float32 whatever the dtype policy: in bfloat16 an angle near
+        pi * grid_size / 2 (50 for a 32-wide grid) is off by up to 0.125, and so
+        are its sine and cosine. ``call`` casts the features to the tokens' dtype.
+        """
+        positions = ops.linspace(-1.0, 1.0, self.grid_size, dtype="float32")
+        frequencies = ops.linspace(1.0, self.grid_size / 2, self.num_bands, dtype="float32")
         angles = math.pi * positions[:, None] * frequencies[None, :]
         per_axis = ops.concatenate(
             [positions[:, None], ops.sin(angles), ops.cos(angles)], axis=-1
@@ -181,8 +186,10 @@ class CrossAttention(layers.Layer):
         queries = self.query(self.latent_norm(latents))  # (batch, N, heads, head_dim)
         normed = self.data_norm(data)
         keys, values = self.key(normed), self.value(normed)  # (batch, M, heads, head_dim)
-        scale = 1.0 / math.sqrt(queries.shape[-1])
-        scores = ops.einsum("bnhk,bmhk->bhnm", queries, keys) * scale
+        # Scaled before the product, as MultiHeadAttention does: in float16 the
+        # unscaled scores could pass its largest value, 65504.
+        queries = queries * (1.0 / math.sqrt(queries.shape[-1]))
+        scores = ops.einsum("bnhk,bmhk->bhnm", queries, keys)
         weights = ops.softmax(scores, axis=-1)  # (batch, heads, N, M)
         mixed = ops.einsum("bhnm,bmhk->bnhk", self.dropout(weights, training=training), values)
         outputs = latents + self.output_projection(mixed)
@@ -369,7 +376,8 @@ class Perceiver(keras.Model):
         self.pooling = layers.GlobalAveragePooling1D(name="average_latents")
         self.head_hidden = layers.Dense(projection_dim, activation="gelu", name="head_hidden")
         self.head_dropout = layers.Dropout(dropout_rate, name="head_dropout")
-        self.logits = layers.Dense(num_classes, name="logits")
+        # float32 logits, whatever the dtype policy: the loss and the metrics read them
+        self.logits = layers.Dense(num_classes, name="logits", dtype="float32")
 
     def build(self, input_shape):
         # A symbolic forward pass builds every sublayer with the shape it receives.
@@ -414,9 +422,10 @@ class Perceiver(keras.Model):
         return self.logits(x)
 
     def cross_attention_weights(self, images):
-        """Per iteration, the cross-attention weights on ``images`` (inference mode), as NumPy."""
+        """Per iteration, the cross-attention weights on ``images`` (inference mode), as
+        float32 NumPy arrays whatever the model's precision."""
         _, weights = self.iterate(images, training=False)
-        return [ops.convert_to_numpy(w) for w in weights]
+        return [ops.convert_to_numpy(ops.cast(w, "float32")) for w in weights]
 
     def get_config(self):
         return {
@@ -516,6 +525,7 @@ DEFAULTS = {
     'batch_size': 64,
     'seed': 42,
     'data_parallel': False,
+    'precision': 'float32',
     'scaling_max_inputs': 4096,
     'scaling_batch_size': 8,
     'scaling_repeats': 5,

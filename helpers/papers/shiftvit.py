@@ -157,7 +157,8 @@ def build_shiftvit(p, x_train, num_classes, name="shiftvit"):
         if stage < len(stages):
             x = patch_merging(x, p.epsilon, p.normalization, name=f"stage{stage}_merge")
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    logits = layers.Dense(num_classes, name="classifier")(x)
+    # float32 logits, whatever the dtype policy: the loss and the metrics read them
+    logits = layers.Dense(num_classes, name="classifier", dtype="float32")(x)
     return keras.Model(inputs, logits, name=name)
 
 
@@ -189,5 +190,6 @@ DEFAULTS = {
     'early_stopping_patience': 5,
     'seed': 42,
     'data_parallel': False,
+    'precision': 'float32',
     'results_dir': 'results',
 }

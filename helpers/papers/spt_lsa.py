@@ -96,6 +96,14 @@ class ShiftedPatchTokenization(layers.Layer):
 
 
 # book/spt_lsa.ipynb, cell 22 ("Locality self-attention")
+def diagonal_mask_value(dtype):
+    """The score LSA gives a token with itself: -1e9, or -3e4 in float16, whose
+    largest finite value is 65504 (-1e9 would become -inf there). Either is far
+    enough below every real score that its softmax weight is exactly 0; Keras's
+    ``Softmax`` masks with the same two values."""
+    return -3e4 if keras.backend.standardize_dtype(dtype) == "float16" else -1e9
+
+
 @keras.saving.register_keras_serializable(package="helpers")
 class LocalitySelfAttention(layers.Layer):
     """Multi-head self-attention with diagonal masking and a learned temperature.
@@ -160,10 +168,12 @@ class LocalitySelfAttention(layers.Layer):
         if self.temperature_per_head:
             # One value per head, broadcast over that head's (queries, keys) scores.
             temperature = ops.reshape(temperature, (self.num_heads, 1, 1))
-        scores = ops.einsum("bhqd,bhkd->bhqk", q, k) / temperature
+        # The queries divided before the product (the Keras example's order): in
+        # float16 the undivided scores could pass its largest value, 65504.
+        scores = ops.einsum("bhqd,bhkd->bhqk", q / temperature, k)
         if self.diagonal_mask:
             diagonal = ops.cast(ops.eye(scores.shape[-1]), "bool")
-            scores = ops.where(diagonal, ops.cast(-1e9, scores.dtype), scores)
+            scores = ops.where(diagonal, diagonal_mask_value(scores.dtype), scores)
         weights = ops.softmax(scores, axis=-1)
         mixed = ops.einsum("bhqk,bhkd->bhqd", self.dropout_layer(weights, training=training), v)
         mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)),
@@ -236,5 +246,6 @@ DEFAULTS = {
     'batch_size': 256,
     'seed': 42,
     'data_parallel': False,
+    'precision': 'float32',
     'results_dir': 'results',
 }

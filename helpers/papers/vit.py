@@ -123,7 +123,8 @@ def build_vit(p, x_train, num_classes, tokenizer=None, attention_factory=None, n
     x = layers.Flatten()(x)
     x = layers.Dropout(p.head_dropout_rate)(x)
     x = mlp(x, p.mlp_head_units, p.head_dropout_rate)
-    logits = layers.Dense(num_classes)(x)
+    # float32 logits, whatever the dtype policy: the loss and the metrics read them
+    logits = layers.Dense(num_classes, dtype="float32")(x)
     return keras.Model(inputs, logits, name=name)
 
 
@@ -131,10 +132,11 @@ def build_vit(p, x_train, num_classes, tokenizer=None, attention_factory=None, n
 def attention_scores(model, images, attention_layers=None):
     """Attention weights of each attention layer of ``model`` on ``images``.
 
-    Returns one array per layer, (batch, heads, tokens, tokens), each row
-    summing to 1. By default the layers are the model's MultiHeadAttention
-    layers; any layer called as ``layer(query, value)`` that accepts
-    ``return_attention_scores=True`` can be given instead.
+    Returns one float32 array per layer (whatever the model's precision),
+    (batch, heads, tokens, tokens), each row summing to 1. By default the
+    layers are the model's MultiHeadAttention layers; any layer called as
+    ``layer(query, value)`` that accepts ``return_attention_scores=True`` can
+    be given instead.
     """
     if attention_layers is None:
         attention_layers = [
@@ -147,7 +149,7 @@ def attention_scores(model, images, attention_layers=None):
     scores = []
     for layer, query in zip(attention_layers, queries):
         _, weights = layer(query, query, return_attention_scores=True, training=False)
-        scores.append(ops.convert_to_numpy(weights))
+        scores.append(ops.convert_to_numpy(ops.cast(weights, "float32")))
     return scores
 
 
@@ -185,5 +187,6 @@ DEFAULTS = {
     'batch_size': 256,
     'seed': 42,
     'data_parallel': False,
+    'precision': 'float32',
     'results_dir': 'results',
 }
