@@ -75,6 +75,8 @@ class Run:
 
         p = self.p
         settings = {"epochs": p.epochs, "batch_size": p.batch_size}
+        if "seed" in p:
+            settings["seed"] = p.seed
         for option, parameter in (("learning_rate", "learning_rate"),
                                   ("weight_decay", "weight_decay"),
                                   ("weight_decay_mode", "weight_decay_mode"),
