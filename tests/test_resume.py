@@ -226,3 +226,32 @@ def test_a_run_killed_while_writing_its_backup_resumes_from_the_epoch_before(
     assert result.epochs == 5 and len(result.history["loss"]) == 5
     assert result.test_top1 > 0.5
     assert not backup.exists()
+
+
+def test_a_resumed_run_whose_best_epoch_came_before_the_crash_restores_it(digits_split, tmp_path):
+    options = dict(epochs=3, batch_size=32, verbose=0, backup_dir=tmp_path / "backup")
+
+    class CrashBeforeEpoch3(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    class Spoil(keras.callbacks.Callback):  # the resumed epoch cannot beat the earlier ones
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.set_weights([np.zeros_like(w) for w in self.model.get_weights()])
+
+    set_seed(0)
+    first = small_classifier(digits_split)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(first, digits_split, callbacks=[CrashBeforeEpoch3()], **options)
+    best = first.get_weights()  # epoch 2's weights: validation accuracy rose in both epochs
+
+    set_seed(1)
+    model = small_classifier(digits_split)
+    result = train_and_evaluate(model, digits_split, callbacks=[Spoil()], **options)
+    assert result.resumed_epochs == 2 and result.best_epoch in (1, 2)
+    assert result.test_top1 > 0.5  # the best epoch's weights, not the spoiled ones
+    if result.best_epoch == 2:
+        for ours, theirs in zip(model.get_weights(), best):
+            np.testing.assert_array_equal(ours, theirs)
+    assert not (tmp_path / "backup").exists() or not any((tmp_path / "backup").iterdir())

@@ -124,6 +124,13 @@ class RunLog(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.backup_dir is not None:
+            if self.best_weights == "disk":
+                # The best epoch came before a resume: keep its weights in memory,
+                # since the folder goes now and restore_best comes after.
+                current = self.model.get_weights()
+                self.model.load_weights(self._best_path)
+                self.best_weights = self.model.get_weights()
+                self.model.set_weights(current)
             for path in (self._log_path, self._best_path):
                 path.unlink(missing_ok=True)
 
