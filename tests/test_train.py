@@ -219,10 +219,10 @@ def test_shuffled_batches_cover_every_image_once_per_epoch_in_a_new_seeded_order
         batches[5]
 
 
-def test_feed_auto_prefetches_except_on_tensorflow_and_rejects_unknown_names():
+def test_feed_auto_prefetches_on_pytorch_only_and_rejects_unknown_names():
     from helpers.harness.feed import resolve_feed
 
-    expected = "arrays" if keras.backend.backend() == "tensorflow" else "prefetch"
+    expected = "prefetch" if keras.backend.backend() == "torch" else "arrays"
     assert resolve_feed("auto") == expected
     assert resolve_feed("prefetch") == "prefetch"
     with pytest.raises(ValueError, match="feed must be one of"):
