@@ -219,10 +219,10 @@ def test_shuffled_batches_cover_every_image_once_per_epoch_in_a_new_seeded_order
         batches[5]
 
 
-def test_feed_auto_prefetches_on_pytorch_only_and_rejects_unknown_names():
+def test_feed_auto_prefetches_except_on_jax_and_rejects_unknown_names():
     from helpers.harness.feed import resolve_feed
 
-    expected = "prefetch" if keras.backend.backend() == "torch" else "arrays"
+    expected = "arrays" if keras.backend.backend() == "jax" else "prefetch"
     assert resolve_feed("auto") == expected
     assert resolve_feed("prefetch") == "prefetch"
     with pytest.raises(ValueError, match="feed must be one of"):
