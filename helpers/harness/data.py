@@ -112,7 +112,12 @@ class DatasetUnavailableError(RuntimeError):
 
 @dataclasses.dataclass
 class Dataset:
-    """Images and labels of one dataset, split into train / validation / test."""
+    """Images and labels of one dataset, split into train / validation / test.
+
+    ``name`` is the dataset's name, or the file or folder name of a path
+    (``cifar10-jpeg.zip``): pages and records quote it; the full path stays in
+    the run's parameters.
+    """
 
     name: str
     x_train: np.ndarray
@@ -233,7 +238,7 @@ def load_dataset(
         x_train, y_train = x_train[train], y_train[train]
 
     return Dataset(
-        name=name,
+        name=name if name in DATASET_NAMES else os.path.basename(os.path.normpath(name)),
         x_train=x_train,
         y_train=y_train,
         x_test=x_test,
