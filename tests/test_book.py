@@ -12,6 +12,7 @@ import yaml
 from bs4 import BeautifulSoup
 from PIL import Image
 
+from helpers.book import publish
 from helpers.book import runner as book
 from helpers.book.colab import BADGE_IMAGE
 from helpers import papers
@@ -29,6 +30,17 @@ SMOKE_TOP1_FLOOR = 0.5
 def html(smoke_build, page):
     path = smoke_build["site"] / "_build" / "html" / page
     return BeautifulSoup(path.read_text(), "html.parser")
+
+
+def shown_records(smoke_build):
+    """The records of the runs the site's pages show: the published ones when the
+    smoke build shows published runs, else the build's own."""
+    pages = book.load_profile(ROOT, "smoke")["pages"]
+    if smoke_build["executed"] != smoke_build["site"]:
+        folder = smoke_build["site"] / publish.RUNS / pages / publish.RECORDS
+    else:
+        folder = smoke_build["site"] / "book" / "results"
+    return {name: read_record(folder / f"{name}.json") for name in MODELS}
 
 
 def test_unknown_parameters_are_rejected_before_anything_runs(tmp_path):
@@ -79,7 +91,7 @@ def test_vit_smoke_run_learns_well_above_chance(smoke_build):
 
 
 def test_executed_notebook_has_its_outputs_and_no_errors_or_native_logs(smoke_build):
-    nb = nbformat.read(smoke_build["site"] / "book" / "vit.ipynb", as_version=4)
+    nb = nbformat.read(smoke_build["executed"] / "book" / "vit.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # patches, curves, attention x2
@@ -134,30 +146,58 @@ def test_site_links_colab_to_the_committed_notebook(smoke_build):
 
 
 def test_site_shows_the_glued_numbers_of_the_run(smoke_build):
-    record = read_record(smoke_build["site"] / "book" / "results" / "vit.json")
+    record = shown_records(smoke_build)["vit"]
     text = " ".join(html(smoke_build, "book/vit.html").get_text().split())
     top1 = round(100 * record["test_top1"], 2)
     assert f"reached {top1}% top-1" in text
     assert f"{record['parameter_count']:,} parameters" in text
-    assert "10 epochs on digits, Keras backend tensorflow)" in text  # strings without quotes
+    # strings without quotes
+    assert f"{record['epochs']} epochs on {record['dataset']}, Keras backend tensorflow)" in text
+
+
+def test_every_paper_page_shows_the_published_run_and_says_if_it_is_stale(smoke_build):
+    """The smoke site's paper pages are the published CIFAR-10 runs, each opened by
+    a note naming the run; a warning appears exactly when the code has changed."""
+    assert smoke_build["executed"] != smoke_build["site"], "no published runs shown"
+    for name, record in shown_records(smoke_build).items():
+        page = html(smoke_build, f"book/{name}.html")
+        text = " ".join(page.get_text(" ").split())
+        assert "The outputs on this page come from a run of the `cifar10-cpu` profile" \
+            not in text  # backticks are rendered as code
+        assert "come from a run of the cifar10-cpu profile on CIFAR-10 (JPEG copy)" in text, name
+        assert f"commit {record['published']['commit'][:10]}" in text, name
+        warned = page.select("div.admonition.warning")
+        changed = publish.stale(record)
+        assert bool(warned) == bool(changed), (name, changed)
+        if changed:
+            assert changed[0] in " ".join(warned[0].get_text(" ").split())
+        # the smoke copy that CI executed is kept beside the site
+        smoke = nbformat.read(smoke_build["executed"] / "book" / f"{name}.ipynb", as_version=4)
+        assert not any("published-run" in c.metadata.get("tags", []) for c in smoke.cells)
 
 
 def test_the_results_page_tables_every_record_and_plots_it(smoke_build):
-    records = {name: read_record(smoke_build["site"] / "book" / "results" / f"{name}.json")
-               for name in MODELS}
+    records = shown_records(smoke_build)
     page = html(smoke_build, "book/results.html")
     text = " ".join(page.get_text(" ").split())
-    assert "profile smoke" in text and "tensorflow" in text and "digits" in text
-    table = next(t for t in page.find_all("table") if "MFLOPs per image" in t.get_text())
+    assert "profile cifar10-cpu" in text and "tensorflow" in text
+    assert "CIFAR-10 (JPEG copy)" in text and "cores" in text  # dataset and machine
+    table = next(t for t in page.find_all("table") if "MFLOPs/image" in t.get_text())
     rows = table.find("tbody").find_all("tr")
     assert [row.find("a")["href"] for row in rows] == [f"{name}.html" for name in MODELS]
     for row, (name, record) in zip(rows, records.items()):
         cells = [td.get_text(strip=True) for td in row.find_all("td")]
         assert cells[0] == TITLES[name]
-        assert cells[3] == f"{record['parameter_count']:,}"
-        assert float(cells[4].replace(",", "")) > 0  # MFLOPs, counted from the model
-        assert cells[7] == f"{100 * record['test_top1']:.2f}%"
-        assert cells[8] == f"{100 * record['test_top5']:.2f}%"
+        assert cells[1] == str(record["epochs"])
+        assert cells[2] == f"{record['parameter_count']:,}"
+        assert float(cells[3].replace(",", "")) > 0  # MFLOPs, counted from the model
+        assert cells[5] == f"{record['published']['notebook_seconds'] / 60:.1f} min"
+        assert cells[6] == f"{100 * record['test_top1']:.2f}%"
+        assert cells[7] == f"{100 * record['test_top5']:.2f}%"
+        assert "CIFAR-10" in cells[8] or "CIFAR-100" in cells[8]  # the source's number
+    # the reading is computed from the records: the best model is named
+    best = max(records, key=lambda n: records[n]["test_top1"])
+    assert f"The most accurate model here is {TITLES[best]}" in text
     images = [img for img in page.find_all("img") if "_images/" in img["src"]]
     assert images
     with Image.open(smoke_build["site"] / "_build" / "html" / "book" / images[0]["src"]) as picture:
@@ -174,11 +214,13 @@ def test_the_papers_builders_make_the_models_the_notebooks_trained(smoke_build):
     describes the model the notebook trained."""
     import numpy as np
 
-    for name in MODELS:
-        record = read_record(smoke_build["site"] / "book" / "results" / f"{name}.json")
-        images = np.zeros((2, *record["image_shape"]), "uint8")
-        model = papers.build(name, record["parameters"], images, record["num_classes"])
-        assert model.count_params() == record["parameter_count"], name
+    smoke = {name: read_record(smoke_build["site"] / "book" / "results" / f"{name}.json")
+             for name in MODELS}
+    for kind, records in (("smoke", smoke), ("shown", shown_records(smoke_build))):
+        for name, record in records.items():
+            images = np.zeros((2, *record["image_shape"]), "uint8")
+            model = papers.build(name, record["parameters"], images, record["num_classes"])
+            assert model.count_params() == record["parameter_count"], (kind, name)
 
 
 def test_site_embeds_the_widget_state(smoke_build):

@@ -126,9 +126,13 @@ def source_copy(tmp_path):
     for name in book.SOURCE_FILES:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, source / name)
+    def ignore(folder, names):  # caches, and the records of local runs in book/results
+        return [n for n in names if n == "__pycache__"
+                or (n == "results" and Path(folder) == ROOT / "book")]
+
     for folder in book.SOURCE_FOLDERS:
-        shutil.copytree(ROOT / folder, source / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "results"))
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, source / folder, ignore=ignore)
     return source
 
 

@@ -18,6 +18,13 @@ Summary pages (``SUMMARY_PAGES``: the results page, which reads every
 notebook's record) run after the others, on every run, and are told the
 profile's name (their ``profile`` parameter).
 
+A profile with ``pages: <profile>`` (``smoke`` has ``pages: cifar10-cpu``)
+still executes every notebook, then shows on the site the runs published for
+that profile (``helpers.book.publish``) instead of its own paper pages; its own
+executed copies stay in ``_build/executed/book/`` and its records in
+``_build/site/book/results/``, and the results page reads the published
+records.
+
 A profile's ``common`` values and ``-p`` overrides go to the notebooks that
 declare them. A common name that no notebook of the book declares, an override
 that no executed notebook declares, or a name of a notebook's own section that
@@ -39,6 +46,8 @@ from pathlib import Path
 
 import yaml
 
+from helpers.book import publish
+
 BACKENDS = ("tensorflow", "jax", "torch")
 # TensorFlow's C++ start-up logs ("I0000 00:00:17... port.cc:153] oneDNN ...") are
 # written before absl logging is initialised, so no setting silences them; the
@@ -58,7 +67,7 @@ SUMMARY_PAGES = ("results",)
 # (``build.json`` in the build tree), so that a later caller can tell whether the
 # executed pages still show the code and settings of the source.
 SOURCE_FILES = ("_config.yml", "_toc.yml", "references.bib", "profiles.yml")
-SOURCE_FOLDERS = ("book", "helpers", "vendor")
+SOURCE_FOLDERS = ("book", "helpers", "vendor", publish.RUNS)
 MANIFEST = "build.json"
 
 
@@ -99,7 +108,11 @@ def load_profile(source: Path, name: str) -> dict:
     if name not in profiles:
         raise BookError(f"unknown profile {name!r}; profiles.yml has {', '.join(profiles)}")
     profile = profiles[name]
-    return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {}}
+    pages = profile.get("pages")
+    if pages is not None and pages not in profiles:
+        raise BookError(f"profile {name!r}: pages names {pages!r}, which is not a profile")
+    return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {},
+            "pages": pages}
 
 
 def profile_parameters(name: str, profile: str, source: Path | None = None) -> dict:
@@ -258,7 +271,8 @@ def source_digest(source: Path) -> str:
     for folder in SOURCE_FOLDERS:
         paths += [p for p in (source / folder).rglob("*")
                   if p.is_file() and "__pycache__" not in p.parts
-                  and ".ipynb_checkpoints" not in p.parts and "results" not in p.parts]
+                  and ".ipynb_checkpoints" not in p.parts
+                  and p.relative_to(source).parts[:2] != ("book", "results")]
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.relative_to(source).as_posix().encode() + b"\0")
@@ -267,13 +281,16 @@ def source_digest(source: Path) -> str:
 
 
 def write_manifest(site: Path, source: Path, *, profile: str, backend: str,
-                   seconds: dict, complete: bool, digest: str | None = None) -> None:
+                   seconds: dict, complete: bool, digest: str | None = None,
+                   pages: str | None = None) -> None:
     """Record what the build tree was made from (``build.json``): ``digest`` is the
-    sources' digest taken before anything was executed (now, if not given)."""
+    sources' digest taken before anything was executed (now, if not given);
+    ``pages``, the profile whose published runs the paper pages show, if any."""
     import json
 
     manifest = {"profile": profile, "backend": backend, "complete": complete,
-                "source_sha256": digest or source_digest(source), "seconds": seconds}
+                "source_sha256": digest or source_digest(source), "seconds": seconds,
+                "pages": pages}
     (site / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -296,7 +313,9 @@ def reusable_build(source: Path, build_dir: Path, profile: str, backend: str) ->
               "source_sha256": source_digest(source.resolve())}
     if any(manifest.get(key) != value for key, value in wanted.items()) or not index.is_file():
         return None
-    return {"site": site, "index": index, "seconds": manifest.get("seconds", {})}
+    executed = publish.executed_folder(site) if manifest.get("pages") else site
+    return {"site": site, "index": index, "seconds": manifest.get("seconds", {}),
+            "executed": executed}
 
 
 def build_html(site: Path) -> Path:
@@ -353,6 +372,11 @@ def run(
             "run python -m helpers.book.export"
         )
 
+    # A profile with `pages` shows the runs published for that profile (if any) on
+    # the site instead of the pages it executes.
+    shows = profile["pages"] if html and profile["pages"] and publish.published_runs(
+        profile["pages"], source) else None
+
     # Reject every bad parameter name before executing anything.
     overrides = overrides or {}
     plan, seen = [], set()
@@ -361,7 +385,10 @@ def run(
         seen.update(declared)
         parameters = notebook_parameters(profile, notebook, overrides, declared)
         if notebook.stem in SUMMARY_PAGES and "profile" in declared:
-            parameters.setdefault("profile", profile_name)
+            parameters.setdefault("profile", shows or profile_name)
+        if notebook.stem in SUMMARY_PAGES and "results_dir" in declared and shows:
+            # the summary reads the published records that the pages show
+            parameters.setdefault("results_dir", f"../{publish.RUNS}/{shows}/{publish.RECORDS}")
         check_parameters(source / notebook, parameters)
         plan.append((notebook, parameters))
     book_wide = set().union(*(declared_parameters(source / nb) for nb in toc_notebooks(source)))
@@ -385,15 +412,25 @@ def run(
             )
     prepare_tree(source, site, keep=others if html else [])
     digest = source_digest(source)  # before executing: a file edited meanwhile makes it stale
-    seconds = {nb.stem: execute(source, site, nb, values, backend) for nb, values in plan}
+    seconds = {}
+    for notebook, values in plan:
+        if notebook.stem in SUMMARY_PAGES and shows:
+            # the paper pages become the published runs before the summary reads them
+            shown = publish.show_published(shows, site, source)
+            for name, changed in shown.items():
+                print(f"== {name}: the page shows the published {shows} run"
+                      + (f" (stale: {'; '.join(changed)})" if changed else ""), flush=True)
+        seconds[notebook.stem] = execute(source, site, notebook, values, backend)
     index = build_html(site) if html else None
     write_manifest(site, source, profile=profile_name, backend=backend, seconds=seconds,
-                   complete=bool(index) and not only and not overrides, digest=digest)
+                   complete=bool(index) and not only and not overrides, digest=digest,
+                   pages=shows)
     for name, value in seconds.items():
         print(f"{name}: {value:.0f} s")
     if index:
         print(f"site: {index}")
-    return {"site": site, "index": index, "seconds": seconds}
+    return {"site": site, "index": index, "seconds": seconds,
+            "executed": publish.executed_folder(site) if shows else site}
 
 
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
