@@ -57,3 +57,17 @@ def test_labels_are_inside_the_figure_apart_and_at_least_9_pt(name):
     extents = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
     for (a, first), (b, second) in itertools.combinations(extents, 2):
         assert not first.overlaps(second), (a, b)
+
+
+def test_each_paper_notebook_embeds_its_schematic_with_the_same_alt_text():
+    import re
+
+    import nbformat
+
+    from conftest import ROOT
+
+    for name, alt in ALT_TEXT.items():
+        nb = nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
+        figures = [m for c in nb.cells if c.cell_type == "markdown"
+                   for m in re.findall(r"```\{figure\} (\S+)\n:alt: (.+)\n", c.source)]
+        assert figures == [(f"schematics/{name}.png", alt)], name
