@@ -173,3 +173,31 @@ def test_every_paper_has_a_published_cifar10_run_with_its_provenance():
 def test_what_is_published_stays_small():
     size = sum(p.stat().st_size for p in (ROOT / publish.RUNS).rglob("*") if p.is_file())
     assert size < 8 * 2**20, f"{size / 2**20:.1f} MiB"
+
+
+def test_a_current_page_shows_todays_prose_around_the_runs_outputs(tree):
+    fake_run(tree)
+    published = tree / publish.RUNS / "test-profile" / "vit.ipynb"
+    nb = nbformat.read(published, as_version=4)
+    trained = next(c for c in nb.cells if c.cell_type == "code" and "run.train(" in c.source)
+    trained.outputs = [nbformat.v4.new_output("stream", name="stdout", text="Epoch 7/7 ...\n")]
+    parameters = next(i for i, c in enumerate(nb.cells)
+                      if "parameters" in c.metadata.get("tags", []))
+    injected = nbformat.v4.new_code_cell("epochs = 7")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(parameters + 1, injected)
+    nbformat.write(nb, published)
+    source = nbformat.read(tree / "book/vit.ipynb", as_version=4)
+    source.cells[1].source += "\n\nA sentence written after the run."
+    nbformat.write(source, tree / "book/vit.ipynb")
+
+    site = tree / "site"
+    (site / "book").mkdir(parents=True)
+    assert publish.show_published("test-profile", site, tree) == {"vit": []}
+    page = nbformat.read(site / "book/vit.ipynb", as_version=4)
+    assert "A sentence written after the run." in page.cells[1].source
+    shown = next(c for c in page.cells if c.cell_type == "code" and "run.train(" in c.source)
+    assert shown.outputs[0]["text"] == "Epoch 7/7 ...\n"
+    tags = [c.metadata.get("tags", []) for c in page.cells]
+    assert tags.index(["injected-parameters"]) == tags.index(["parameters"]) + 1
+    assert len(page.cells) == len(source.cells) + 2  # the injected cell and the note

@@ -139,6 +139,28 @@ def test_every_figure_decodes_and_has_alt_text(visit, path):
         assert len(figure["alt"]) >= 40, figure
 
 
+# Elements whose content is wider than their box: a scrollbar hides the rest.
+# Collapsed cells are opened first; inline math is left out (MathJax's inline
+# boxes overhang their glyphs by a pixel or two without hiding anything).
+CLIPPED = """() => {
+  document.querySelectorAll('article details').forEach(d => { d.open = true; });
+  const selector = 'article pre, article table, article div.cell_output, '
+      + 'article mjx-container[display="true"]';
+  return [...document.querySelectorAll(selector)]
+    .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
+    .map(el => `${el.tagName.toLowerCase()} ${el.scrollWidth}px in ${el.clientWidth}px: `
+               + el.innerText.slice(0, 60).replace(/\\s+/g, ' '));
+}"""
+
+
+@pytest.mark.parametrize("path", ["book/intro.html", *[str(n.with_suffix(".html"))
+                                                      for n in book.toc_notebooks(ROOT)]])
+def test_no_code_output_table_or_equation_is_clipped_at_1280_pixels(visit, path):
+    page = visit(path).page  # 1280 px wide, loaded up to network idle
+    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+    assert page.evaluate(CLIPPED) == []
+
+
 def test_equations_are_typeset_by_the_sites_own_mathjax(visit):
     page = visit("book/vit.html").page
     page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")

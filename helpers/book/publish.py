@@ -302,6 +302,33 @@ def notice_cell(record: dict, source: Path = ROOT):
     return cell
 
 
+def with_current_prose(executed, current):
+    """The notebook ``current`` (a source notebook) with the outputs of ``executed``
+    (its executed copy, same code cells): Markdown edited since the run shows as it
+    is now, and the code, which has not changed, with the outputs it produced.
+    Papermill's injected-parameters cell is kept after the parameters cell."""
+    ran = [c for c in executed.cells if c.cell_type == "code"
+           and "injected-parameters" not in c.metadata.get("tags", [])]
+    code = [c for c in current.cells if c.cell_type == "code"]
+    if [c.source for c in ran] != [c.source for c in code]:
+        raise ValueError("the executed notebook's code cells differ from the source's")
+    merged = nbformat.from_dict(current)  # a copy
+    merged.metadata = executed.metadata
+    outputs = iter(ran)
+    cells = []
+    for cell in merged.cells:
+        if cell.cell_type == "code":
+            done = next(outputs)
+            cell.outputs, cell.execution_count = done.outputs, done.execution_count
+            cell.metadata = {**done.metadata, **cell.metadata}
+        cells.append(cell)
+        if "parameters" in cell.metadata.get("tags", []):
+            cells += [c for c in executed.cells
+                      if "injected-parameters" in c.metadata.get("tags", [])]
+    merged.cells = cells
+    return merged
+
+
 def executed_folder(site: Path) -> Path:
     """Where a build keeps the copies it executed of the pages that show published
     runs (beside the build tree, outside the site: ``<build>/executed/book/``)."""
@@ -319,6 +346,7 @@ def show_published(profile: str, site: Path, source: Path = ROOT) -> dict[str, l
     records.mkdir(parents=True, exist_ok=True)
     for name, record in runs.items():
         page = site / "book" / f"{name}.ipynb"
+        changed = stale(record, source)
         if page.is_file() and not any(
                 "published-run" in c.metadata.get("tags", [])
                 for c in nbformat.read(page, as_version=4).cells):
@@ -326,6 +354,9 @@ def show_published(profile: str, site: Path, source: Path = ROOT) -> dict[str, l
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(page, kept)
         nb = nbformat.read(source / RUNS / profile / f"{name}.ipynb", as_version=4)
+        if not changed:  # today's prose around the run's outputs
+            nb = with_current_prose(nb, nbformat.read(source / "book" / f"{name}.ipynb",
+                                                      as_version=4))
         cell = notice_cell(record, source)
         # after the title and introduction (the first cell that is not the Colab badge)
         position = next(i for i, c in enumerate(nb.cells)
@@ -333,7 +364,7 @@ def show_published(profile: str, site: Path, source: Path = ROOT) -> dict[str, l
         nb.cells.insert(position, cell)
         nbformat.write(nb, site / "book" / f"{name}.ipynb")
         shutil.copy2(source / RUNS / profile / RECORDS / f"{name}.json", records / f"{name}.json")
-        report[name] = stale(record, source)
+        report[name] = changed
     return report
 
 

@@ -59,6 +59,8 @@ _NATIVE_LOG_LINE = re.compile(
 SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
 # Static files of the site: the vendored widget manager and MathJax (helpers.book.vendor).
 SITE_FOLDERS = ("vendor",)
+# Where the build tree's pages find the models' schematics (helpers.book.schematics).
+SCHEMATICS = "schematics"
 # Pages built from the other notebooks' records: executed last, on every run.
 SUMMARY_PAGES = ("results",)
 
@@ -190,6 +192,10 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
         shutil.copytree(source / name, site / name)
     ignore = shutil.ignore_patterns("*.ipynb", "results", ".ipynb_checkpoints", "__pycache__")
     shutil.copytree(source / "book", site / "book", ignore=ignore)
+    # the models' schematics, which the paper pages embed (book/schematics/<name>.png)
+    from helpers.book.schematics import write_all
+
+    write_all(site / "book" / SCHEMATICS)
     for relative, content in kept.items():
         (site / relative).parent.mkdir(parents=True, exist_ok=True)
         (site / relative).write_bytes(content)

@@ -14,9 +14,16 @@
   ``MathJax.Hub.Queue`` whenever ``window.MathJax`` exists; the site runs
   MathJax 3, which has no ``Hub``. Pages with both get a small ``Hub.Queue``
   that typesets the element with MathJax 3 instead.
+- ``static/book.css``: code and outputs wrap instead of scrolling out of
+  view, text outputs are set a little smaller so a Keras summary keeps its
+  lines, and the results table fits the text column.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).with_name("static")
 
 WIDGET_ASSETS = (
     "var require = {paths: {'@jupyter-widgets/html-manager/dist': new URL("
@@ -48,7 +55,13 @@ def drop_repeated_scripts(app, pagename, templatename, context, doctree) -> None
     context["script_files"] = kept
 
 
+def add_static_folder(app) -> None:
+    app.config.html_static_path.append(str(STATIC))
+
+
 def setup(app):
+    app.connect("builder-inited", add_static_folder)
+    app.add_css_file("book.css")
     # before RequireJS and the widget manager (myst-nb adds them at priority 500)
     app.add_js_file(None, body=WIDGET_ASSETS, priority=400)
     app.add_js_file(None, body=MATHJAX2_QUEUE, priority=400)
