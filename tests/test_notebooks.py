@@ -113,7 +113,8 @@ def test_vit_notebook_trains_on_a_local_npz_with_its_own_classes(tmp_path, digit
                                parameters=parameters, kernel_name="python3",
                                progress_bar=False, cwd=str(tmp_path))
     record = json.loads((tmp_path / "out" / "vit.json").read_text())
-    assert record["dataset"] == str(path) and record["num_classes"] == 5
+    assert record["dataset"] == path.name and record["num_classes"] == 5
+    assert record["parameters"]["dataset"] == str(path)
     assert record["n_train"] + record["n_validation"] == int(keep_train.sum())
     assert record["n_test"] == int(keep_test.sum())
     assert record["test_top1"] > 0.3  # chance is 0.2
