@@ -69,6 +69,30 @@ def smoke_build(tmp_path_factory):
     return book.run("smoke", source=ROOT, build_dir=build_dir, backend="tensorflow")
 
 
+def executed_notebook(smoke_build, name: str):
+    """The smoke build's own executed copy of ``book/<name>.ipynb``: the site's page
+    may show a published run instead (``helpers.book.publish``)."""
+    import nbformat
+
+    return nbformat.read(smoke_build["executed"] / "book" / f"{name}.ipynb", as_version=4)
+
+
+def shown_records(smoke_build) -> dict:
+    """The records of the runs the site's pages show, by notebook name: the published
+    ones when the smoke build shows published runs, else the build's own."""
+    from helpers.book import publish
+    from helpers.book import runner as book
+    from helpers.harness.records import read_record
+    from helpers.papers import MODELS
+
+    if smoke_build["executed"] != smoke_build["site"]:
+        pages = book.load_profile(ROOT, "smoke")["pages"]
+        folder = smoke_build["site"] / publish.RUNS / pages / publish.RECORDS
+    else:
+        folder = smoke_build["site"] / "book" / "results"
+    return {name: read_record(folder / f"{name}.json") for name in MODELS}
+
+
 def start_cell_namespace(notebook, parameters: dict) -> dict:
     """Run ``notebook``'s parameters cell, ``parameters`` injected the way papermill
     injects them, and its ``start`` cell, in this process; returns the namespace.

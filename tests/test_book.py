@@ -19,7 +19,7 @@ from helpers import papers
 from helpers.papers import MODELS, TITLES
 from helpers.harness.records import read_record
 
-from conftest import ROOT
+from conftest import ROOT, shown_records
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +30,6 @@ SMOKE_TOP1_FLOOR = 0.5
 def html(smoke_build, page):
     path = smoke_build["site"] / "_build" / "html" / page
     return BeautifulSoup(path.read_text(), "html.parser")
-
-
-def shown_records(smoke_build):
-    """The records of the runs the site's pages show: the published ones when the
-    smoke build shows published runs, else the build's own."""
-    pages = book.load_profile(ROOT, "smoke")["pages"]
-    if smoke_build["executed"] != smoke_build["site"]:
-        folder = smoke_build["site"] / publish.RUNS / pages / publish.RECORDS
-    else:
-        folder = smoke_build["site"] / "book" / "results"
-    return {name: read_record(folder / f"{name}.json") for name in MODELS}
 
 
 def test_unknown_parameters_are_rejected_before_anything_runs(tmp_path):

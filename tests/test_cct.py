@@ -31,7 +31,8 @@ from helpers.papers.cct import (
 )
 from helpers.papers.layers import StochasticDepth
 
-from conftest import ROOT, assert_stops_before_loading_data, start_cell_namespace
+from conftest import (ROOT, assert_stops_before_loading_data, executed_notebook, shown_records,
+                      start_cell_namespace)
 
 NOTEBOOK = ROOT / "book" / "cct.ipynb"
 
@@ -488,7 +489,7 @@ def test_cct_smoke_run_learns_well_above_chance(smoke_build):
 
 @pytest.mark.slow
 def test_cct_executed_notebook_has_its_figures_and_no_errors(smoke_build):
-    nb = nbformat.read(smoke_build["site"] / "book" / "cct.ipynb", as_version=4)
+    nb = executed_notebook(smoke_build, "cct")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     # augmentation, parameter counts, curves, feature maps, pooling heatmaps
@@ -504,7 +505,7 @@ def test_cct_page_has_its_figures_and_glued_numbers(smoke_build):
     page = BeautifulSoup((html_dir / "cct.html").read_text(), "html.parser")
     assert "Compact Convolutional Transformer (CCT)" in page.title.text
     assert len([img for img in page.find_all("img") if "_images/" in img["src"]]) >= 5
-    record = read_record(smoke_build["site"] / "book" / "results" / "cct.json")
+    record = shown_records(smoke_build)["cct"]
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
     assert f"{record['parameter_count']:,} parameters" in text

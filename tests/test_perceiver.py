@@ -5,7 +5,6 @@ import ast
 import math
 
 import keras
-import nbformat
 import numpy as np
 import papermill
 import pytest
@@ -29,7 +28,8 @@ from helpers.papers.perceiver import (
     optimizer_factory,
 )
 
-from conftest import ROOT, assert_stops_before_loading_data, start_cell_namespace
+from conftest import (ROOT, assert_stops_before_loading_data, executed_notebook, shown_records,
+                      start_cell_namespace)
 
 NOTEBOOK = ROOT / "book" / "perceiver.ipynb"
 
@@ -572,7 +572,7 @@ def test_perceiver_smoke_run_learns_and_measures_the_attention_costs(smoke_build
 
 @pytest.mark.slow
 def test_executed_perceiver_notebook_has_its_figures_and_no_errors(smoke_build):
-    nb = nbformat.read(smoke_build["site"] / "book" / "perceiver.ipynb", as_version=4)
+    nb = executed_notebook(smoke_build, "perceiver")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     # Fourier bands, scaling, learning curves, cross-attention at the first and last iteration.
@@ -592,13 +592,11 @@ def test_executed_perceiver_notebook_has_its_figures_and_no_errors(smoke_build):
 def test_site_has_the_perceiver_page_with_its_figures_and_glued_numbers(smoke_build):
     from bs4 import BeautifulSoup
 
-    from helpers.harness.records import read_record
-
     html = smoke_build["site"] / "_build" / "html" / "book" / "perceiver.html"
     page = BeautifulSoup(html.read_text(), "html.parser")
     assert "Perceiver" in page.title.text
     assert len([img for img in page.find_all("img") if "_images/" in img["src"]]) >= 5
-    record = read_record(smoke_build["site"] / "book" / "results" / "perceiver.json")
+    record = shown_records(smoke_build)["perceiver"]
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
     assert f"{record['parameter_count']:,} parameters" in text

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -121,6 +120,10 @@ def test_a_published_page_says_which_run_and_warns_once_the_code_changed(tree):
                   "10 minutes", "2026-12-01"):
         assert words in notice.source, words
     assert (site / publish.RUNS / "test-profile" / publish.RECORDS / "vit.json").is_file()
+    # showing it again (a partial rebuild) writes the same page, byte for byte
+    before = (site / "book/vit.ipynb").read_bytes()
+    publish.show_published("test-profile", site, tree)
+    assert (site / "book/vit.ipynb").read_bytes() == before
 
     edit_cell(tree / "book/vit.ipynb", "plot_learning_curves(", "plot_learning_curves (")
     report = publish.show_published("test-profile", site, tree)

@@ -8,7 +8,6 @@ import ast
 from math import erf
 
 import keras
-import nbformat
 import numpy as np
 import papermill
 import pytest
@@ -30,7 +29,8 @@ from helpers.papers.shiftvit import (
     shiftvit_augmentation,
 )
 
-from conftest import ROOT, assert_stops_before_loading_data, start_cell_namespace
+from conftest import (ROOT, assert_stops_before_loading_data, executed_notebook, shown_records,
+                      start_cell_namespace)
 
 NOTEBOOK = ROOT / "book" / "shiftvit.ipynb"
 
@@ -356,7 +356,7 @@ def test_the_shift_rule_lets_through_exactly_the_shifts_the_maps_can_take(
 # End to end, on the book built once per session with the smoke profile.
 
 def executed_outputs(smoke_build):
-    nb = nbformat.read(smoke_build["site"] / "book" / "shiftvit.ipynb", as_version=4)
+    nb = executed_notebook(smoke_build, "shiftvit")
     return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
 
 
@@ -399,8 +399,9 @@ def test_site_has_the_shiftvit_page_with_its_figures_and_numbers(smoke_build):
     # the animation of the shift: matplotlib's player, its frames embedded in the page
     assert page.find("img", id=lambda value: value and value.startswith("_anim_img"))
     assert "data:image/png;base64" in str(page)
-    record = read_record(smoke_build["site"] / "book" / "results" / "shiftvit.json")
+    record = shown_records(smoke_build)["shiftvit"]
     text = " ".join(page.get_text().split())
     assert f"reached {round(100 * record['test_top1'], 2)}% top-1" in text
     assert f"{record['parameter_count']:,} parameters" in text
-    assert "10 epochs on digits, Keras backend tensorflow)" in text
+    assert (f"{record['epochs']} epochs on {record['dataset']}, Keras backend "
+            f"{record['backend']})") in text

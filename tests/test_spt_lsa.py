@@ -2,12 +2,10 @@
 against NumPy references, its parameter checks, and its smoke run in the built book."""
 
 import ast
-import json
 import math
 import re
 
 import keras
-import nbformat
 import numpy as np
 import papermill
 import pytest
@@ -28,7 +26,7 @@ from helpers.papers.spt_lsa import (
 )
 from helpers.papers.vit import attention_scores, build_vit
 
-from conftest import ROOT, assert_stops_before_loading_data
+from conftest import ROOT, assert_stops_before_loading_data, executed_notebook, shown_records
 
 NOTEBOOK = ROOT / "book" / "spt_lsa.ipynb"
 DIRECTIONS = ("left-up", "left-down", "right-up", "right-down")  # the source's order
@@ -498,7 +496,7 @@ def test_spt_lsa_smoke_run_trains_both_models_well_above_chance(smoke_build):
 
 @pytest.mark.slow
 def test_spt_lsa_notebook_has_its_figures_and_no_errors(smoke_build):
-    nb = nbformat.read(smoke_build["site"] / "book" / "spt_lsa.ipynb", as_version=4)
+    nb = executed_notebook(smoke_build, "spt_lsa")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     # Five shifted views, one token's views, learning rate, curves, attention x2.
@@ -517,8 +515,7 @@ def test_site_has_the_spt_lsa_page_with_both_runs_glued(smoke_build):
     page = BeautifulSoup(path.read_text(), "html.parser")
     assert "shifted patches and locality self-attention" in page.title.text
     assert len([img for img in page.find_all("img") if "_images/" in img["src"]]) >= 6
-    record = json.loads(
-        (smoke_build["site"] / "book" / "results" / "spt_lsa.json").read_text())
+    record = shown_records(smoke_build)["spt_lsa"]
     text = " ".join(page.get_text().split())
     vanilla, sl = record["runs"]["vanilla"], record["runs"]["spt_lsa"]
     assert re.search(rf"ViT \(vanilla\) {round(100 * vanilla['test_top1'], 2)}% "
