@@ -219,12 +219,16 @@ def test_shuffled_batches_cover_every_image_once_per_epoch_in_a_new_seeded_order
         batches[5]
 
 
-def test_feed_auto_prefetches_except_on_jax_and_rejects_unknown_names():
+def test_feed_auto_prefetches_except_on_jax_or_several_devices_and_rejects_unknown_names():
     from helpers.harness.feed import resolve_feed
 
     expected = "arrays" if keras.backend.backend() == "jax" else "prefetch"
     assert resolve_feed("auto") == expected
     assert resolve_feed("prefetch") == "prefetch"
+    assert resolve_feed("auto", devices=2) == "arrays"
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match="feed='prefetch' does not train 2 TensorFlow"):
+            resolve_feed("prefetch", devices=2)
     with pytest.raises(ValueError, match="feed must be one of"):
         resolve_feed("stream")
 

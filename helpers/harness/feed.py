@@ -13,7 +13,11 @@ save). ``python -m helpers.book.bench --feed`` prints the share of each step
 spent outside the compiled step with either.
 
 ``train_and_evaluate(feed=...)`` picks one of ``FEEDS``: ``"auto"`` is
-``"prefetch"`` on PyTorch and TensorFlow and ``"arrays"`` on JAX.
+``"prefetch"`` on PyTorch and TensorFlow and ``"arrays"`` on JAX, and
+``"arrays"`` in data-parallel training. Under TensorFlow's ``MirroredStrategy``
+two replicas fed a ``PyDataset`` do not train as one device does (their losses
+part from one device's within the first epoch, even when the batches divide
+evenly; tests/test_distribute.py), so ``"prefetch"`` is refused there.
 """
 
 from __future__ import annotations
@@ -26,12 +30,19 @@ import numpy as np
 FEEDS = ("auto", "arrays", "prefetch")
 
 
-def resolve_feed(feed: str) -> str:
-    """``"arrays"`` or ``"prefetch"``: what ``feed`` means on the current backend."""
+def resolve_feed(feed: str, devices: int = 1) -> str:
+    """``"arrays"`` or ``"prefetch"``: what ``feed`` means on the current backend,
+    training on ``devices`` replicas."""
     if feed not in FEEDS:
         raise ValueError(f"feed must be one of {FEEDS}, got {feed!r}")
+    parallel_tf = devices > 1 and keras.backend.backend() == "tensorflow"
     if feed == "auto":
-        return "arrays" if keras.backend.backend() == "jax" else "prefetch"
+        return "arrays" if keras.backend.backend() == "jax" or devices > 1 else "prefetch"
+    if feed == "prefetch" and parallel_tf:
+        raise ValueError(
+            f"feed='prefetch' does not train {devices} TensorFlow replicas the way one device "
+            "trains: use feed='arrays' (or 'auto') in data-parallel training"
+        )
     return feed
 
 

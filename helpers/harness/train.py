@@ -275,7 +275,8 @@ def train_and_evaluate(
         raise ValueError(
             f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}"
         )
-    feed = resolve_feed(feed)
+    devices = replicas()
+    feed = resolve_feed(feed, devices)
     if isinstance(optimizer, keras.optimizers.Optimizer) and schedule != "constant":
         raise ValueError(
             "an optimizer instance keeps its own learning rate: to use the "
