@@ -297,7 +297,8 @@ def notice_cell(record: dict, source: Path = ROOT):
             f"be what it produces now: {listed}. Publish the profile again to refresh them "
             f"(`python -m helpers.book.publish {record['published']['profile']}`).\n```\n"
         )
-    cell = nbformat.v4.new_markdown_cell(text)
+    # a fixed id (nbformat draws a random one): rebuilding a page writes the same bytes
+    cell = nbformat.v4.new_markdown_cell(text, id="published-run")
     cell.metadata["tags"] = ["published-run", "stale" if changed else "current"]
     return cell
 
