@@ -247,25 +247,19 @@ def write_vit_record(folder, parameters):
     return write_record(folder, "vit", result, data=data, parameters=parameters)
 
 
-def test_the_results_page_counts_the_flops_of_the_model_the_papers_builder_makes(
-        tmp_path, spy_vit, monkeypatch):
-    """The page's cells, in this process, on a folder holding a ViT record; the FLOP
-    count runs ``_count_specs`` here instead of in a JAX child, with XLA's count faked."""
+def run_results_page(folder, monkeypatch):
+    """The results page's cells, in this process, on ``folder`` (records); returns
+    the namespace and the objects the page displayed."""
     import IPython.display
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    smoke = {**profile_parameters("vit", "smoke"), "results_dir": str(tmp_path)}
-    write_vit_record(tmp_path, smoke)
-    monkeypatch.setattr(flops, "models_flops", flops._count_specs)
-    monkeypatch.setattr(flops, "count_flops", lambda model, shape: 7_654_321)
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda *objects, **_: shown.extend(objects))
-
     notebook = ROOT / "book" / "results.ipynb"
-    namespace = start_cell_namespace(notebook, {"results_dir": str(tmp_path), "profile": "smoke"})
+    namespace = start_cell_namespace(notebook, {"results_dir": str(folder), "profile": "smoke"})
     cells = [c.source for c in nbformat.read(notebook, as_version=4).cells
              if c.cell_type == "code"]
     later = cells[next(i for i, s in enumerate(cells) if "start(globals()" in s) + 1:]
@@ -274,13 +268,51 @@ def test_the_results_page_counts_the_flops_of_the_model_the_papers_builder_makes
             exec(compile(source, f"results.ipynb:{index}", "exec"), namespace)
     finally:
         plt.close("all")
+    return namespace, shown
+
+
+def results_table(shown) -> str:
+    return next(o.data for o in shown if "MFLOPs/image" in getattr(o, "data", ""))
+
+
+def test_the_results_page_counts_the_flops_of_the_model_the_papers_builder_makes(
+        tmp_path, spy_vit, monkeypatch):
+    """The FLOP count runs ``_count_specs`` here instead of in a JAX child, with
+    XLA's count faked."""
+    smoke = {**profile_parameters("vit", "smoke"), "results_dir": str(tmp_path)}
+    write_vit_record(tmp_path, smoke)
+    monkeypatch.setattr(flops, "models_flops", flops._count_specs)
+    monkeypatch.setattr(flops, "count_flops", lambda model, shape: 7_654_321)
+    namespace, shown = run_results_page(tmp_path, monkeypatch)
 
     ((p, x_train, num_classes, _),) = spy_vit.calls
     assert p == smoke and x_train.shape[1:] == (32, 32, 3) and num_classes == 10
     assert namespace["flops"] == {"vit": 7_654_321}
-    table = next(o.data for o in shown if "MFLOPs per image" in getattr(o, "data", ""))
+    table = results_table(shown)
     assert "<td>123,456</td>" in table and "<td>7.7</td>" in table  # parameters, MFLOPs
     assert "<td>55.00%</td>" in table and "<td>82.00%</td>" in table
+    assert any("fewest FLOPs per image (7.7 M)" in getattr(o, "data", "") for o in shown)
+
+
+def test_without_jax_the_results_page_says_so_and_leaves_the_flops_empty(tmp_path, monkeypatch):
+    """The default install set has no JAX: the page still builds, without FLOPs."""
+    write_vit_record(tmp_path, {**profile_parameters("vit", "smoke"), "results_dir": str(tmp_path)})
+    monkeypatch.setattr(flops, "jax_installed", lambda: False)
+    monkeypatch.setattr(flops, "models_flops", lambda specs: pytest.fail("counted FLOPs"))
+    namespace, shown = run_results_page(tmp_path, monkeypatch)
+    assert namespace["flops"] == {}
+    assert any("requirements-jax.txt" in getattr(o, "data", "") for o in shown)
+    table = results_table(shown)
+    assert "<td>123,456</td>" in table and "<td>–</td>" in table
+    assert not any("fewest FLOPs" in getattr(o, "data", "") for o in shown)
+
+
+def test_jax_installed_says_whether_jax_can_be_imported(monkeypatch):
+    import importlib.util
+
+    assert flops.jax_installed() == (importlib.util.find_spec("jax") is not None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert not flops.jax_installed()
 
 
 # XLA's count (needs the JAX backend: in a child process when the tests run on another).

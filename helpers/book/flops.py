@@ -20,11 +20,17 @@ model has the same count whichever backend trains it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+
+def jax_installed() -> bool:
+    """Whether JAX, which takes the counts, can be imported here."""
+    return importlib.util.find_spec("jax") is not None
 
 
 def count_flops(model, input_shape) -> int:
