@@ -66,6 +66,7 @@ def test_divisors():
     assert divisors(32, smallest=4) == [4, 8, 16]
 
 
+@pytest.mark.skipif(not hasattr(widgets, "Stack"), reason="ipywidgets 7: no Stack (the fallback)")
 def test_explorer_links_its_slider_to_one_picture_per_patch_size():
     image = np.random.default_rng(2).uniform(0, 255, (16, 16, 3))
     box = patch_size_explorer(image, [2, 4, 8], grid_patches, value=4)
@@ -81,6 +82,26 @@ def test_explorer_links_its_slider_to_one_picture_per_patch_size():
     links = [w for w in widgets.Widget.widgets.values() if isinstance(w, Link)]
     assert any(link.source == (slider, "index") and link.target == (stack, "selected_index")
                for link in links)
+
+
+def test_without_a_stack_widget_the_explorer_shows_one_picture_and_says_why(monkeypatch):
+    """ipywidgets 7 (Colab's runtime) has no ``Stack``."""
+    from helpers.harness import explorers
+
+    monkeypatch.delattr(explorers.widgets, "Stack", raising=False)
+    image = np.random.default_rng(2).uniform(0, 255, (16, 16, 3))
+    extracted = []
+
+    def extract(image, size):
+        extracted.append(size)
+        return grid_patches(image, size)
+
+    notice, page = patch_size_explorer(image, [2, 4, 8], extract, value=4).children
+    assert extracted == [4]  # only the picture it shows is drawn
+    assert f"ipywidgets {widgets.__version__} has no <code>Stack</code>" in notice.value
+    assert "patch size 4 only" in notice.value
+    img = BeautifulSoup(page.value, "html.parser").img
+    assert "4x4-pixel grid" in img["alt"] and img["src"].startswith("data:image/png;base64,")
 
 
 def test_token_maps_draw_one_panel_per_map_with_the_query_outlined():

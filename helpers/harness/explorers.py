@@ -5,6 +5,10 @@ to a ``Stack`` of pictures with ``jslink``, a link that runs in the browser. The
 saved widget state therefore responds on the rendered site, where there is no
 Python kernel to call back. Each picture is an ``<img>`` with alt text in an
 ``HTML`` widget (``ipywidgets.Image`` has no alt attribute).
+
+``Stack`` came with ipywidgets 8. With ipywidgets 7 (what Colab's runtime
+ships) an explorer shows the picture of its first value alone, under a line
+that says why.
 """
 
 from __future__ import annotations
@@ -50,19 +54,25 @@ def patch_size_explorer(
     patch_sizes = list(patch_sizes)
     if not patch_sizes:
         raise ValueError("patch_sizes is empty")
-    pages = []
-    for size in patch_sizes:
+    first = value if value in patch_sizes else patch_sizes[len(patch_sizes) // 2]
+
+    def page(size):
         patches = np.asarray(extract_patches(image, size))
         fig = plot_patches(image, patches, size)
         height, width = np.shape(image)[:2]
         alt = (f"Left: the {height}x{width} image with a {size}x{size}-pixel grid drawn on it. "
                f"Right: its {len(patches)} patches in reading order, each a token of "
                f"{patches.shape[-1]} values; smaller patches mean more, smaller tokens.")
-        pages.append(picture(figure_png(fig), alt))
-    stack = widgets.Stack(pages)
+        return picture(figure_png(fig), alt)
+
+    if not hasattr(widgets, "Stack"):
+        return widgets.VBox([widgets.HTML(
+            f"ipywidgets {widgets.__version__} has no <code>Stack</code> (8.0 and later "
+            f"have it): patch size {first} only, without the slider."), page(first)])
+    stack = widgets.Stack([page(size) for size in patch_sizes])
     slider = widgets.SelectionSlider(
         options=patch_sizes,
-        value=value if value in patch_sizes else patch_sizes[len(patch_sizes) // 2],
+        value=first,
         description="patch size",
         continuous_update=True,
     )
