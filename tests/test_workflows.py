@@ -65,6 +65,11 @@ def test_the_book_workflow_runs_the_full_profile_on_a_chosen_runner_and_deploys_
     cache = next(s for s in execute["steps"] if s.get("uses", "").startswith("actions/cache"))
     assert cache["with"]["path"] == "~/.keras/datasets"  # where keras.datasets downloads to
     assert any("python -m helpers.book --profile full --backend" in s for s in steps(execute))
+    # the GPU install set of the chosen backend, one for each backend offered
+    assert any('pip install -r "requirements-gpu-${{ inputs.backend }}.txt"' in s
+               for s in steps(execute))
+    for backend in inputs["backend"]["options"]:
+        assert (ROOT / f"requirements-gpu-{backend}.txt").is_file(), backend
     assert "full" in yaml.safe_load((ROOT / "profiles.yml").read_text())
     kept = next(s for s in execute["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
     assert set(kept["with"]["path"].split()) == {"_build/site/book/*.ipynb",
