@@ -92,3 +92,32 @@ def test_on_colab_the_setup_cell_installs_from_the_repository_and_checks_for_a_g
     out = capsys.readouterr().out
     assert "GPU 0: NVIDIA T4" in out and "No GPU" not in out
     assert os.environ["KERAS_BACKEND"] == "tensorflow"
+
+
+def colab_versions() -> dict[str, str]:
+    """Colab's runtime versions that the book is tested against (tests/colab-versions.txt)."""
+    pins = {}
+    for line in (ROOT / "tests" / "colab-versions.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    return pins
+
+
+def test_installing_the_helpers_on_colab_upgrades_none_of_its_packages():
+    """The setup cell's ``pip install`` adds the helpers with pyproject's
+    dependencies: every bound must admit the version Colab's runtime has."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    colab_has = colab_versions()
+    checked = []
+    for requirement in map(Requirement, project["dependencies"]):
+        if requirement.name.lower() in colab_has:
+            version = colab_has[requirement.name.lower()]
+            assert requirement.specifier.contains(version), (str(requirement), version)
+            checked.append(requirement.name)
+    assert {"keras", "numpy", "ipywidgets"} <= set(checked)
