@@ -204,3 +204,29 @@ def test_a_current_page_shows_todays_prose_around_the_runs_outputs(tree):
     tags = [c.metadata.get("tags", []) for c in page.cells]
     assert tags.index(["injected-parameters"]) == tags.index(["parameters"]) + 1
     assert len(page.cells) == len(source.cells) + 2  # the injected cell and the note
+
+
+def test_a_page_keeps_todays_prose_while_only_helpers_changed_and_the_runs_after_a_code_change(tree):
+    """A stale page warns either way; while the notebook's own code cells are those
+    of the run (a helper changed), its Markdown is today's; once they differ, the
+    run's own Markdown stays with the outputs it describes."""
+    fake_run(tree)
+    source = nbformat.read(tree / "book/vit.ipynb", as_version=4)
+    source.cells[1].source += "\n\nA sentence written after the run."
+    nbformat.write(source, tree / "book/vit.ipynb")
+    helper = tree / "helpers/harness/plots.py"
+    helper.write_text(helper.read_text() + "\n# edited\n")
+    site = tree / "site"
+    (site / "book").mkdir(parents=True)
+
+    assert publish.show_published("test-profile", site, tree) == {
+        "vit": ["helpers/harness/plots.py changed"]}
+    page = nbformat.read(site / "book/vit.ipynb", as_version=4)
+    assert "A sentence written after the run." in page.cells[1].source
+    assert "stale" in page.cells[2].metadata["tags"]
+
+    edit_cell(tree / "book/vit.ipynb", "plot_learning_curves(", "plot_learning_curves (")
+    publish.show_published("test-profile", site, tree)
+    page = nbformat.read(site / "book/vit.ipynb", as_version=4)
+    assert "A sentence written after the run." not in page.cells[1].source
+    assert "stale" in page.cells[2].metadata["tags"]

@@ -355,9 +355,11 @@ def show_published(profile: str, site: Path, source: Path = ROOT) -> dict[str, l
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(page, kept)
         nb = nbformat.read(source / RUNS / profile / f"{name}.ipynb", as_version=4)
-        if not changed:  # today's prose around the run's outputs
+        try:  # today's prose around the run's outputs, while the notebook's code is the same
             nb = with_current_prose(nb, nbformat.read(source / "book" / f"{name}.ipynb",
                                                       as_version=4))
+        except ValueError:  # its code changed: the run's own prose matches its outputs
+            pass
         cell = notice_cell(record, source)
         # after the title and introduction (the first cell that is not the Colab badge)
         position = next(i for i, c in enumerate(nb.cells)
