@@ -158,8 +158,8 @@ def install(name: str, root: Path = ROOT) -> dict:
                 command += ["--cert", os.environ["PIP_CERT"]]
         empty = folder_bytes(venv)
         start = time.perf_counter()
-        subprocess.run([*command, "install", "--quiet", "-r", str(root / SETS[name])],
-                       check=True, cwd=root)
+        subprocess.run([*command, "install", "--quiet", "--disable-pip-version-check",
+                        "-r", str(root / SETS[name])], check=True, cwd=root)
         seconds = time.perf_counter() - start
         listed = json.loads(subprocess.run([python, "-m", "pip", "list", "--format", "json"],
                                            capture_output=True, text=True, check=True).stdout)
