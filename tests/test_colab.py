@@ -96,13 +96,9 @@ def test_on_colab_the_setup_cell_installs_from_the_repository_and_checks_for_a_g
 
 def colab_versions() -> dict[str, str]:
     """Colab's runtime versions that the book is tested against (tests/colab-versions.txt)."""
-    pins = {}
-    for line in (ROOT / "tests" / "colab-versions.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[name.lower()] = version
-    return pins
+    from helpers.book.install_sets import pins
+
+    return {name: version for name, (version, _) in pins(ROOT / "tests" / "colab-versions.txt").items()}
 
 
 def test_installing_the_helpers_on_colab_upgrades_none_of_its_packages():

@@ -87,17 +87,24 @@ def pins(path: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
+def pip_command(python: str, isolated: bool) -> list[str]:
+    """``python -m pip``, with ``--isolated`` (the package index alone) when asked;
+    the certificates this machine trusts are kept, which isolation would drop."""
+    command = [python, "-m", "pip"]
+    if isolated:
+        command.append("--isolated")
+        if os.environ.get("PIP_CERT"):
+            command += ["--cert", os.environ["PIP_CERT"]]
+    return command
+
+
 def resolve(path: Path, *, isolated: bool = False, timeout: int = 900) -> list[dict]:
     """What pip would install from ``path`` into an empty environment: one
     ``{"name", "version", "url"}`` per package. Raises ``Unreachable`` when pip
     cannot reach the index, ``RuntimeError`` when the pins do not resolve."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.json"
-        command = [sys.executable, "-m", "pip"]
-        if isolated:
-            command.append("--isolated")
-            if os.environ.get("PIP_CERT"):  # the certificates this machine trusts
-                command += ["--cert", os.environ["PIP_CERT"]]
+        command = pip_command(sys.executable, isolated)
         command += ["install", "--dry-run", "--ignore-installed", "--quiet",
                     "--report", str(report), "-r", str(Path(path).resolve())]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
@@ -151,11 +158,7 @@ def install(name: str, root: Path = ROOT) -> dict:
         venv = Path(folder) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         python = str(venv / "bin" / "python")
-        command = [python, "-m", "pip"]
-        if name not in NEED_LOCAL_CONFIG:
-            command.append("--isolated")
-            if os.environ.get("PIP_CERT"):
-                command += ["--cert", os.environ["PIP_CERT"]]
+        command = pip_command(python, isolated=name not in NEED_LOCAL_CONFIG)
         empty = folder_bytes(venv)
         start = time.perf_counter()
         subprocess.run([*command, "install", "--quiet", "--disable-pip-version-check",
