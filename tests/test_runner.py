@@ -12,6 +12,8 @@ from helpers.harness.records import read_record
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.keras_free  # see conftest.py
+
 
 @pytest.mark.parametrize("text, value", [
     ("3", 3), ("0.5", 0.5), ("1e-3", 1e-3), ("-2.5E+2", -250.0), ("[64, 32]", [64, 32]),
@@ -162,3 +164,55 @@ def test_a_build_is_reused_only_while_its_sources_are_unchanged(tmp_path):
     book.write_manifest(site, source, profile="smoke", backend="tensorflow",
                         seconds={}, complete=False)  # a partial run: --notebooks, -p
     assert book.reusable_build(source, Path("_build"), "smoke", "tensorflow") is None
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2"])
+def test_jobs_must_be_a_whole_number_of_at_least_one(tmp_path, jobs):
+    with pytest.raises(book.BookError, match=f"jobs must be a whole number of at least 1, got "):
+        book.run("smoke", source=ROOT, build_dir=tmp_path, jobs=jobs, html=False)
+    assert not (tmp_path / "site").exists()
+
+
+def tiny_notebooks(folder: Path, sources: dict) -> list:
+    """One-cell notebooks ``book/<name>.ipynb`` under ``folder``; returns the plan."""
+    (folder / "book").mkdir(parents=True, exist_ok=True)
+    plan = []
+    for name, code in sources.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        nbformat.write(nb, folder / "book" / f"{name}.ipynb")
+        plan.append((Path("book") / f"{name}.ipynb", {}))
+    return plan
+
+
+def test_notebooks_executed_side_by_side_label_each_line_of_their_output(tmp_path, capfd):
+    source, site = tmp_path / "source", tmp_path / "site"
+    plan = tiny_notebooks(source, {
+        name: f"import time\nfor i in range(3):\n    print('{name} line', i, end='')\n"
+              f"    time.sleep(0.2)\n    print()"
+        for name in ("first", "second", "third")
+    })
+    (site / "book").mkdir(parents=True)
+    seconds = book.execute_all(source, site, plan, "tensorflow", jobs=2)
+    assert list(seconds) == ["first", "second", "third"]  # the plan's order
+    out = capfd.readouterr().out
+    for name in seconds:
+        executed = nbformat.read(site / "book" / f"{name}.ipynb", as_version=4)
+        assert "".join(o["text"] for o in executed.cells[0].outputs) == "".join(
+            f"{name} line {i}\n" for i in range(3))
+        # whole lines, each after its notebook's name, however the kernel split them
+        assert [line for line in out.splitlines() if f"{name} line" in line] == [
+            f"[{name}] {name} line {i}" for i in range(3)]
+        assert f"== book/{name}.ipynb done in" in out
+
+
+def test_a_notebook_failing_beside_others_stops_the_run_naming_it(tmp_path):
+    source, site = tmp_path / "source", tmp_path / "site"
+    plan = tiny_notebooks(source, {"fine": "print('fine')",
+                                   "broken": "raise ValueError('no such layer')",
+                                   "later": "print('later')"})
+    (site / "book").mkdir(parents=True)
+    with pytest.raises(book.BookError, match=r"book/broken.ipynb failed in cell 1: ValueError: "
+                                             r"no such layer"):
+        book.execute_all(source, site, plan, "tensorflow", jobs=2)
