@@ -17,6 +17,17 @@ if os.environ["KERAS_BACKEND"] == "jax" and "xla_backend_optimization_level" not
 
 import pytest  # noqa: E402
 
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``keras_free`` run no Keras code: the same on every backend, they
+    run in the TensorFlow session (the default) and are deselected in the others."""
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        return
+    free = [item for item in items if item.get_closest_marker("keras_free")]
+    if free:
+        config.hook.pytest_deselected(items=free)
+        items[:] = [item for item in items if not item.get_closest_marker("keras_free")]
+
 ROOT = Path(__file__).resolve().parent.parent
 # The harness call that every training notebook makes right after its parameters cell.
 START_CALL = re.compile(r"\bstart\(\s*globals\(\)")

@@ -15,6 +15,8 @@ from helpers.book.runner import toc_notebooks
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.keras_free  # see conftest.py
+
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 URL, BRANCH = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
 

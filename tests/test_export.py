@@ -10,6 +10,8 @@ from helpers.book import export
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.keras_free  # see conftest.py
+
 PAPERS = ("vit", "spt_lsa", "perceiver", "cct", "shiftvit")
 
 

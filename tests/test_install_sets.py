@@ -11,6 +11,8 @@ from helpers.book.install_sets import SETS, Unreachable, pins, resolve
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.keras_free  # see conftest.py
+
 
 def test_every_set_is_a_requirements_file_that_includes_the_default_set():
     assert sorted(p.name for p in ROOT.glob("requirements*.txt")) == sorted(SETS.values())

@@ -29,6 +29,7 @@ def parameters_cell(path):
     return cells[0]
 
 
+@pytest.mark.keras_free
 def test_the_book_has_the_vit_notebook():
     assert [nb.stem for nb in NOTEBOOKS][:1] == ["vit"]
 
@@ -38,6 +39,7 @@ def test_the_book_has_the_vit_notebook():
 LOCAL_PATH = re.compile(r"(?<![\w.])(/(home|Users|tmp|root|work|var/folders|mnt)/|[A-Za-z]:\\\\|file://)")
 
 
+@pytest.mark.keras_free
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_has_no_outputs_counts_or_run_metadata(path):
     nb = json.loads((ROOT / path).read_text())
@@ -48,12 +50,14 @@ def test_committed_notebook_has_no_outputs_counts_or_run_metadata(path):
     assert not {"papermill", "widgets"} & set(nb["metadata"])
 
 
+@pytest.mark.keras_free
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_has_no_local_paths(path):
     text = (ROOT / path).read_text()
     assert not LOCAL_PATH.search(text), LOCAL_PATH.search(text).group(0)
 
 
+@pytest.mark.keras_free
 def test_the_local_path_check_catches_what_it_should():
     for bad in ('"/home/ana/cifar.npz"', "'/tmp/run/x.json'", '"C:\\\\data"', "file:///x"):
         assert LOCAL_PATH.search(bad), bad
@@ -61,6 +65,7 @@ def test_the_local_path_check_catches_what_it_should():
         assert not LOCAL_PATH.search(fine), fine
 
 
+@pytest.mark.keras_free
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_parameter_is_typed_commented_and_seen_by_papermill(path):
     source = parameters_cell(ROOT / path).source
@@ -76,6 +81,7 @@ def test_every_parameter_is_typed_commented_and_seen_by_papermill(path):
     assert list(declared) == annotated  # papermill parses each line
 
 
+@pytest.mark.keras_free
 def test_vit_defaults_are_the_full_recipe():
     declared = papermill.inspect_notebook(str(ROOT / "book/vit.ipynb"))
     defaults = {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
@@ -192,6 +198,7 @@ def code_lines_before_the_papers_first_code(path):
     raise AssertionError(f"{path} defines no class or function")
 
 
+@pytest.mark.keras_free
 @pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_papers_first_code_comes_within_20_lines_of_the_parameters_cell(path):
     count = code_lines_before_the_papers_first_code(path)
@@ -199,6 +206,7 @@ def test_the_papers_first_code_comes_within_20_lines_of_the_parameters_cell(path
     assert count <= 20
 
 
+@pytest.mark.keras_free
 @pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_plumbing_cells_are_collapsed_on_the_site(path):
     cells = [c for c in nbformat.read(ROOT / path, as_version=4).cells if c.cell_type == "code"]
@@ -222,6 +230,7 @@ REPEATED_PROSE = (
 )
 
 
+@pytest.mark.keras_free
 @pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
 def test_prose_shared_by_every_notebook_lives_once_in_the_intro(path):
     text = "".join(c.source for c in nbformat.read(ROOT / path, as_version=4).cells

@@ -11,6 +11,8 @@ from helpers.book.runner import model_notebooks
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.keras_free  # see conftest.py
+
 PUBLISHED = "cifar10-cpu"
 
 

@@ -10,6 +10,8 @@ from PIL import Image
 from helpers.book import schematics
 from helpers.book.schematics import ALT_TEXT, SCHEMATICS, content_box, draw, write_all
 
+pytestmark = pytest.mark.keras_free  # see conftest.py
+
 NAMES = ["vit", "spt_lsa", "perceiver", "cct", "shiftvit"]
 
 

@@ -3,7 +3,11 @@ checks its effects on the built pages."""
 
 from types import SimpleNamespace
 
+import pytest
+
 from helpers.book import site
+
+pytestmark = pytest.mark.keras_free  # see conftest.py
 
 
 def script(filename, **attributes):

@@ -2,11 +2,14 @@
 
 import shutil
 
+import pytest
 import yaml
 
 from helpers.book import vendor
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.keras_free  # see conftest.py
 
 
 def test_the_committed_files_match_their_pinned_digests():

@@ -11,6 +11,8 @@ from helpers.book import runner as book
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.keras_free  # see conftest.py
+
 WORKFLOWS = ROOT / ".github" / "workflows"
 
 
