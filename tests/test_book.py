@@ -19,7 +19,7 @@ from helpers import papers
 from helpers.papers import MODELS, TITLES
 from helpers.harness.records import read_record
 
-from conftest import ROOT, shown_records
+from conftest import ROOT, executed_notebook, shown_records
 
 pytestmark = pytest.mark.slow
 
@@ -156,6 +156,41 @@ def test_site_shows_the_glued_numbers_of_the_run(smoke_build):
     assert f"{record['parameter_count']:,} parameters" in text
     # strings without quotes
     assert f"{record['epochs']} epochs on {record['dataset']}, Keras backend tensorflow)" in text
+
+
+def markdown_outputs(nb) -> str:
+    """The Markdown a notebook's code cells displayed, as the site renders it (no **)."""
+    return "\n".join(o["data"]["text/markdown"].replace("**", "")
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                     if "text/markdown" in o.get("data", {}))
+
+
+def attention_readings(record) -> list:
+    """The sentences a ViT or SL-ViT run must print under its attention figures,
+    computed again from the values its record keeps."""
+    import math
+
+    from helpers.harness.readings import attention_distance_reading, temperature_reading
+
+    distances, uniform = record["attention_distance_px"], record["uniform_attention_distance_px"]
+    if record["notebook"] == "vit":
+        return [attention_distance_reading(distances, uniform)]
+    start = math.sqrt(record["parameters"]["projection_dim"])
+    return [attention_distance_reading(d, uniform, model=label).replace("**", "")
+            for label, d in distances.items()] + [temperature_reading(record["temperatures"], start)]
+
+
+@pytest.mark.parametrize("name", ["vit", "spt_lsa"])
+def test_the_attention_figures_are_read_in_sentences_computed_from_the_record(smoke_build, name):
+    smoke_record = read_record(smoke_build["site"] / "book" / "results" / f"{name}.json")
+    shown = markdown_outputs(executed_notebook(smoke_build, name))
+    readings = attention_readings(smoke_record)
+    assert readings and all(reading in shown for reading in readings), (readings, shown)
+    # the page shows the sentences of the run it shows
+    record = shown_records(smoke_build)[name]
+    text = " ".join(html(smoke_build, f"book/{name}.html").get_text(" ").split())
+    for reading in attention_readings(record):
+        assert " ".join(reading.split()) in text, reading
 
 
 def test_every_paper_page_shows_the_published_run_and_says_if_it_is_stale(smoke_build):
