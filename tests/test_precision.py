@@ -30,7 +30,7 @@ from helpers.harness.train import (
 )
 from helpers.papers import MODELS
 
-from conftest import ROOT, assert_stops_before_loading_data, start_cell_namespace
+from conftest import ROOT, assert_stops_before_loading_data, infer, start_cell_namespace
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
 
@@ -174,10 +174,10 @@ def test_mixed_logits_are_float32_and_close_to_the_float32_models(name, policy):
     assert mixed.compute_dtype == policy.removeprefix("mixed_")
     assert float_weight_dtypes(mixed) == {"float32"}
 
-    expected = keras.ops.convert_to_numpy(reference(images, training=False))
-    logits = mixed(images, training=False)
+    expected = infer(reference, images)
+    logits = infer(mixed, images)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
-    error = np.abs(keras.ops.convert_to_numpy(logits) - expected).max() / np.abs(expected).max()
+    error = np.abs(logits - expected).max() / np.abs(expected).max()
     assert 0 < error <= TOLERANCE[policy], error  # > 0: it did compute in 16 bits
 
 
