@@ -359,12 +359,23 @@ def run_bench(tmp_path, *args):
 def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
     output = tmp_path / "bench.json"
     done = run_bench(tmp_path, "--profile", "smoke", "--models", "vit", "cct", "--steps", "2",
-                     "--repeats", "2", "--batch-size", "8", "--output", str(output))
+                     "--repeats", "2", "--batch-size", "8", "--output", str(output),
+                     "--dtype-policy", "float32", "mixed_bfloat16")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["runtime"]["backend"] == os.environ["KERAS_BACKEND"]
     assert report["options"]["profile"] == "smoke" and report["options"]["repeats"] == 2
-    assert [r["model"] for r in report["results"]] == ["vit", "cct"]
+    assert report["options"]["dtype_policies"] == ["float32", "mixed_bfloat16"]
+    # Each model under each policy, in the order named; the speedup is over the first.
+    assert [(r["model"], r["dtype_policy"]) for r in report["results"]] == [
+        ("vit", "float32"), ("vit", "mixed_bfloat16"), ("cct", "float32"), ("cct", "mixed_bfloat16")]
+    for first, second in zip(report["results"][::2], report["results"][1::2]):
+        assert first["speedup"] == 1.0
+        assert second["speedup"] == pytest.approx(
+            second["images_per_second"] / first["images_per_second"])
+        assert second["parameter_count"] == first["parameter_count"]
+    peaks = report["matmul_peak_flops_per_second"]
+    assert set(peaks) == {"float32", "bfloat16"}
     for result in report["results"]:
         model = papers.build(result["model"], report["parameters"][result["model"]])
         assert result["parameter_count"] == model.count_params()
@@ -374,7 +385,7 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
         assert result["batch_size"] == 8
         assert f"{result['model']:<10} {result['parameter_count']:>11,}" in done.stdout
         # Achieved FLOP/s: three forward passes' worth per image, against the measured peak.
-        peak = report["matmul_peak_flops_per_second"]["float32"]
+        peak = peaks["bfloat16" if result["dtype_policy"] == "mixed_bfloat16" else "float32"]
         assert result["achieved_flops_per_second"] == pytest.approx(
             3 * result["flops_per_image"] * result["images_per_second"])
         assert result["peak_fraction"] == pytest.approx(result["achieved_flops_per_second"] / peak)
@@ -382,6 +393,29 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
         assert 0 < result["compiled_step_milliseconds"]
         assert 0 <= result["outside_step_fraction"] < 1
     assert "matmul peak: float32" in done.stdout and "of peak" in done.stdout
+
+
+@pytest.mark.keras_free
+def test_the_speedup_of_each_policy_is_over_the_first_one_timed_for_its_model():
+    results = [{"model": "vit", "images_per_second": 50.0}, {"model": "vit", "images_per_second": 80.0},
+               {"model": "cct", "images_per_second": 300.0}, {"model": "cct", "images_per_second": 240.0}]
+    bench.add_speedups(results)
+    assert [r["speedup"] for r in results] == [1.0, 1.6, 1.0, 0.8]
+
+
+@pytest.mark.keras_free
+def test_the_benchmark_table_names_each_rows_policy_and_speedup():
+    row = {"model": "cct", "parameter_count": 416331, "batch_size": 128, "dtype_policy": "mixed_bfloat16",
+           "images_per_second": 240.0, "images_per_second_min": 230.0, "images_per_second_max": 250.0,
+           "speedup": 0.8, "step_milliseconds": 533.3, "outside_step_fraction": 0.05,
+           "peak_memory_bytes": None}
+    header, rule, line = bench.format_table([row]).splitlines()
+    assert header.split() == ["model", "parameters", "GFLOPs/img", "batch", "policy", "images/s",
+                              "(min-max)", "speedup", "ms/step", "GFLOP/s", "of", "peak",
+                              "outside", "peak", "MiB"]
+    assert line.split() == ["cct", "416,331", "-", "128", "mixed_bfloat16", "240.0", "230-250",
+                            "0.80x", "533.3", "-", "-", "5%", "-"]
+    assert len(rule) == len(header)
 
 
 def test_the_benchmark_offers_the_feeds_of_the_training_loop():

@@ -2,6 +2,7 @@
 
     python -m helpers.book.bench                                  # all five, full size
     python -m helpers.book.bench --backend jax --dtype-policy mixed_bfloat16
+    python -m helpers.book.bench --models vit --dtype-policy float32 mixed_bfloat16   # a speedup
     python -m helpers.book.bench --models vit cct --batch-size 64 --jit-compile false
     python -m helpers.book.bench --profile smoke --steps 3 --repeats 2   # a quick try
 
@@ -13,7 +14,9 @@ autotuning), then ``--repeats`` timed epochs. The figure is the median over
 the timed epochs of images per second; the spread (min to max) is printed
 too. Peak device memory is read where the backend reports it
 (``helpers.harness.measure``: PyTorch and TensorFlow on a GPU), and FLOPs per image
-are XLA's count (``helpers.book.flops``).
+are XLA's count (``helpers.book.flops``). Given several ``--dtype-policy``
+values, each model is timed under each in turn, in the same run, and the
+table gives each policy's speedup over the first one named.
 
 How close each model comes to the machine: the run first measures the
 matrix-multiply peak of the backend (``matmul_peak``: square float32 products,
@@ -192,11 +195,20 @@ def add_peak_fraction(result: dict, peak_flops: float) -> None:
     result["peak_fraction"] = achieved / peak_flops
 
 
+def add_speedups(results: list[dict]) -> None:
+    """Add each result's ``speedup``: its images/s over those of the first result of
+    the same model (the first dtype policy timed), 1.0 for that first one."""
+    first = {}
+    for result in results:
+        base = first.setdefault(result["model"], result["images_per_second"])
+        result["speedup"] = result["images_per_second"] / base
+
+
 def format_table(results: list[dict]) -> str:
-    """The printed table: one line per model."""
+    """The printed table: one line per model and dtype policy."""
     header = (f"{'model':<10} {'parameters':>11} {'GFLOPs/img':>10} {'batch':>5} "
-              f"{'images/s':>10} {'(min-max)':>15} {'ms/step':>9} {'GFLOP/s':>8} {'of peak':>7} "
-              f"{'outside':>7} {'peak MiB':>9}")
+              f"{'policy':>14} {'images/s':>10} {'(min-max)':>15} {'speedup':>7} {'ms/step':>9} "
+              f"{'GFLOP/s':>8} {'of peak':>7} {'outside':>7} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
         spread = f"{r['images_per_second_min']:.0f}-{r['images_per_second_max']:.0f}"
@@ -206,9 +218,11 @@ def format_table(results: list[dict]) -> str:
                     else f"{r['achieved_flops_per_second'] / 1e9:.1f}")
         fraction = "-" if r.get("peak_fraction") is None else f"{100 * r['peak_fraction']:.0f}%"
         outside = f"{100 * r['outside_step_fraction']:.0f}%"
+        speedup = "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x"
         lines.append(
             f"{r['model']:<10} {r['parameter_count']:>11,} {flops:>10} {r['batch_size']:>5} "
-            f"{r['images_per_second']:>10.1f} {spread:>15} {r['step_milliseconds']:>9.1f} "
+            f"{r.get('dtype_policy', '-'):>14} {r['images_per_second']:>10.1f} {spread:>15} "
+            f"{speedup:>7} {r['step_milliseconds']:>9.1f} "
             f"{achieved:>8} {fraction:>7} {outside:>7} {peak:>9}"
         )
     return "\n".join(lines)
@@ -234,8 +248,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="configurations: full (the notebooks' defaults) or smoke")
     parser.add_argument("--batch-size", type=_positive,
                         help="images per step (default: each notebook's batch_size)")
-    parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default="float32",
-                        help="Keras dtype policy: mixed precision computes in 16 bits")
+    parser.add_argument("--dtype-policy", nargs="+", choices=DTYPE_POLICIES, default=["float32"],
+                        help="Keras dtype policy: mixed precision computes in 16 bits; with "
+                             "several, each model is timed under each, and the table gives "
+                             "each one's speedup over the first")
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
                         help="compiled training steps (XLA on TensorFlow and JAX, "
                              "torch.compile on PyTorch with true)")
@@ -272,33 +288,41 @@ def main(argv=None) -> int:
     backend = keras.backend.backend()
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     print(describe_runtime(), flush=True)
-    print(f"profile {args.profile}, dtype policy {args.dtype_policy}, jit_compile "
+    policies = list(dict.fromkeys(args.dtype_policy))
+    print(f"profile {args.profile}, dtype policy {' then '.join(policies)}, jit_compile "
           f"{args.jit_compile}, feed {args.feed}, {args.warmup} warm-up + {args.repeats} "
           f"timed epochs of {args.steps} steps", flush=True)
 
-    compute_dtype = keras.DTypePolicy(args.dtype_policy).compute_dtype
-    peaks = {dtype: matmul_peak(dtype) for dtype in dict.fromkeys(("float32", compute_dtype))}
+    compute_dtypes = {policy: keras.DTypePolicy(policy).compute_dtype for policy in policies}
+    peaks = {dtype: matmul_peak(dtype)
+             for dtype in dict.fromkeys(("float32", *compute_dtypes.values()))}
     print("matmul peak: " + ", ".join(f"{dtype} {flops / 1e9:.0f} GFLOP/s"
                                       for dtype, flops in peaks.items()), flush=True)
-    keras.config.set_dtype_policy(args.dtype_policy)
     results = []
     for name, parameters in configs.items():
         batch_size = args.batch_size or parameters["batch_size"]
-        print(f"== {name}: batch {batch_size} ...", flush=True)
-        result = bench_model(name, parameters, batch_size=batch_size, steps=args.steps,
-                             warmup=args.warmup, repeats=args.repeats, jit_compile=jit,
-                             feed=args.feed)
-        print(f"   {result['images_per_second']:.1f} images/s "
-              f"(warm-up {result['warmup_seconds']:.1f} s)", flush=True)
-        results.append(result)
-    keras.config.set_dtype_policy("float32")
+        for policy in policies:
+            print(f"== {name}: batch {batch_size}, {policy} ...", flush=True)
+            keras.config.set_dtype_policy(policy)
+            try:
+                result = bench_model(name, parameters, batch_size=batch_size, steps=args.steps,
+                                     warmup=args.warmup, repeats=args.repeats, jit_compile=jit,
+                                     feed=args.feed)
+            finally:
+                keras.config.set_dtype_policy("float32")
+            result["dtype_policy"] = policy
+            print(f"   {result['images_per_second']:.1f} images/s "
+                  f"(warm-up {result['warmup_seconds']:.1f} s)", flush=True)
+            results.append(result)
+    add_speedups(results)
 
     if not args.no_flops:
         print("== counting FLOPs (XLA, on the JAX backend)", flush=True)
         specs = [{"name": name, "parameters": p} for name, p in configs.items()]
-        for result, flops in zip(results, models_flops(specs)):
-            result["flops_per_image"] = flops
-            add_peak_fraction(result, peaks[compute_dtype])
+        counts = dict(zip(configs, models_flops(specs)))
+        for result in results:  # the float32 count: the same work in any precision
+            result["flops_per_image"] = counts[result["model"]]
+            add_peak_fraction(result, peaks[compute_dtypes[result["dtype_policy"]]])
 
     print()
     print(format_table(results))
@@ -307,7 +331,7 @@ def main(argv=None) -> int:
     report = {
         "runtime": runtime(),
         "options": {
-            "profile": args.profile, "dtype_policy": args.dtype_policy,
+            "profile": args.profile, "dtype_policies": policies,
             "jit_compile": args.jit_compile, "feed": args.feed, "steps": args.steps,
             "warmup": args.warmup, "repeats": args.repeats, "batch_size": args.batch_size,
         },
