@@ -358,7 +358,7 @@ def run_bench(tmp_path, *args):
 @pytest.mark.slow
 def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
     output = tmp_path / "bench.json"
-    done = run_bench(tmp_path, "--profile", "smoke", "--models", "vit", "cct", "--steps", "2",
+    done = run_bench(tmp_path, "--profile", "smoke", "--models", "cct", "--steps", "2",
                      "--repeats", "2", "--batch-size", "8", "--output", str(output),
                      "--dtype-policy", "float32", "mixed_bfloat16")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -366,9 +366,11 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
     assert report["runtime"]["backend"] == os.environ["KERAS_BACKEND"]
     assert report["options"]["profile"] == "smoke" and report["options"]["repeats"] == 2
     assert report["options"]["dtype_policies"] == ["float32", "mixed_bfloat16"]
-    # Each model under each policy, in the order named; the speedup is over the first.
+    # The model under each policy, in the order named; the speedup is over the first.
+    # (One model: each policy is one more build and compilation. The ordering of
+    # several models' rows is tested on hand-made results below.)
     assert [(r["model"], r["dtype_policy"]) for r in report["results"]] == [
-        ("vit", "float32"), ("vit", "mixed_bfloat16"), ("cct", "float32"), ("cct", "mixed_bfloat16")]
+        ("cct", "float32"), ("cct", "mixed_bfloat16")]
     for first, second in zip(report["results"][::2], report["results"][1::2]):
         assert first["speedup"] == 1.0
         assert second["speedup"] == pytest.approx(
