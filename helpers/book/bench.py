@@ -279,6 +279,7 @@ def main(argv=None) -> int:
     from helpers.book.flops import models_flops
     from helpers.book.runner import profile_parameters
     from helpers.harness.records import describe_runtime, runtime
+    from helpers.harness.run import dtype_policy
 
     try:
         configs = {name: profile_parameters(name, args.profile) for name in args.models}
@@ -303,13 +304,10 @@ def main(argv=None) -> int:
         batch_size = args.batch_size or parameters["batch_size"]
         for policy in policies:
             print(f"== {name}: batch {batch_size}, {policy} ...", flush=True)
-            keras.config.set_dtype_policy(policy)
-            try:
+            with dtype_policy(policy):
                 result = bench_model(name, parameters, batch_size=batch_size, steps=args.steps,
                                      warmup=args.warmup, repeats=args.repeats, jit_compile=jit,
                                      feed=args.feed)
-            finally:
-                keras.config.set_dtype_policy("float32")
             result["dtype_policy"] = policy
             print(f"   {result['images_per_second']:.1f} images/s "
                   f"(warm-up {result['warmup_seconds']:.1f} s)", flush=True)
