@@ -15,6 +15,19 @@ if os.environ["KERAS_BACKEND"] == "jax" and "xla_backend_optimization_level" not
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=0").strip()
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    # pytest -n N: N test processes share the CPU's cores, and so do the notebook
+    # kernels they start (which inherit this environment). OpenMP, under PyTorch's
+    # CPU kernels and NumPy's BLAS, starts a thread per core that spins while it
+    # waits: two such processes on two cores spend their time waiting on each other
+    # (the five notebooks on PyTorch beside the five on JAX, 2 cores: 545 s with a
+    # thread per core, 192 s with one). Each process gets its share of the cores.
+    # TensorFlow and XLA keep their own thread pools, which oversubscribe harmlessly.
+    # Set before NumPy or PyTorch is imported.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // workers))
+
 import pytest  # noqa: E402
 
 

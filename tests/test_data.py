@@ -594,9 +594,11 @@ def test_a_small_cct_learns_cifar10_read_from_an_image_folder_zip(tmp_path):
     assert result.test_top1 >= CCT_FLOOR, result.test_top1
 
 
-# 108k parameters. Measured (TF, 2 cores): 45.7% top-1 after 8 epochs with this
-# schedule and seed; 41-50% over seeds and schedules tried. Chance is 10%.
+# 108k parameters. Measured (TF, 2 cores): 37.4% top-1 after 4 epochs with this
+# schedule and seed (53 s of training); 8 epochs reached 45.7% (41-50% over seeds and
+# schedules) but made this the TF session's slowest test after the notebook runs.
+# Chance is 10%; the floor is three times chance.
 CCT_SMALL = {"conv_layers": 2, "conv_channels": 32, "projection_dim": 64, "num_heads": 2,
              "transformer_layers": 2, "transformer_units": [64, 64]}
-CCT_EPOCHS = 8
-CCT_FLOOR = 0.35
+CCT_EPOCHS = 4
+CCT_FLOOR = 0.3
