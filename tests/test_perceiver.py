@@ -446,6 +446,51 @@ def test_the_perceiver_trains_with_lamb_and_its_weight_decay():
     assert math.isclose(float(default.learning_rate), 1e-3, rel_tol=1e-6)
 
 
+def training_cell():
+    import nbformat
+
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    return next(c.source for c in cells
+                if c.cell_type == "code" and "run.train(" in c.source)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_training_cell_cuts_on_plateaus_or_follows_the_cosine(schedule, digits_split):
+    """The notebook's own training cell, with a run whose ``train`` is the book's
+    ``train_and_evaluate`` on a small digits model: the source's plateau cuts with
+    the constant rate; with the cosine schedule no plateau callback (it could not
+    set a rate that a schedule computes) and a rate that ends at 0."""
+    from conftest import small_classifier
+    from helpers.harness.train import train_and_evaluate
+
+    trained = []
+
+    class Run:
+        p = Parameters({"weight_decay": 1e-4})
+
+        def train(self, model, *, optimizer, callbacks, restore_best):
+            trained.append([type(c).__name__ for c in callbacks])
+            return train_and_evaluate(model, digits_split, epochs=2, batch_size=96,
+                                      optimizer=optimizer, schedule=schedule,
+                                      callbacks=callbacks, restore_best=restore_best, verbose=0)
+
+    keras.utils.set_random_seed(0)
+    model = small_classifier(digits_split)
+    namespace = {"run": Run(), "model": model, "keras": keras, "np": np,
+                 "optimizer_factory": optimizer_factory, "lr_schedule": schedule,
+                 "lr_reduce_factor": 0.2, "lr_reduce_patience": 3, "early_stopping_patience": 15}
+    exec(compile(training_cell(), "perceiver.ipynb:training", "exec"), namespace)
+    expected = {"constant": ["ReduceLROnPlateau", "EarlyStopping"], "cosine": ["EarlyStopping"]}
+    assert trained == [expected[schedule]]
+    assert isinstance(model.optimizer, keras.optimizers.Lamb)
+    final_rate = float(model.optimizer.learning_rate)
+    if schedule == "cosine":
+        assert final_rate == pytest.approx(0.0, abs=1e-8)
+    else:
+        assert final_rate == pytest.approx(1e-3)
+    assert 1 <= namespace["best_epoch"] <= 2
+
+
 def test_full_size_model_has_the_parameter_count_of_the_source_recipe():
     """CIFAR-100: 64 px, patch 2 (1,024 inputs), 256 x 256 latents, 4 blocks of 8 heads."""
     x = np.zeros((2, 32, 32, 3), np.uint8)
@@ -477,7 +522,8 @@ def test_perceiver_defaults_are_the_source_recipe():
         "num_iterations": 2, "share_first_cross_attention": True,
         "position_encoding": "learned", "dropout_rate": 0.2,
         "learning_rate": 1e-3, "weight_decay": 1e-4, "lr_reduce_factor": 0.2,
-        "lr_reduce_patience": 3, "early_stopping_patience": 15, "epochs": 50,
+        "lr_reduce_patience": 3, "lr_schedule": "constant", "early_stopping_patience": 15,
+        "epochs": 50,
         "batch_size": 64, "validation_split": 0.1, "scaling_max_inputs": 4096,
     } == defaults
 
@@ -489,7 +535,7 @@ class Loaded:
         return "(not loaded)"
 
 
-@pytest.mark.parametrize("profile", ["full", "smoke"])
+@pytest.mark.parametrize("profile", ["full", "smoke", "cifar10-cpu"])
 def test_the_profiles_pass_the_checks(profile, monkeypatch):
     from helpers.book.runner import profile_parameters
 
@@ -520,6 +566,8 @@ def test_the_profiles_pass_the_checks(profile, monkeypatch):
     ({"lr_reduce_factor": 0.0}, "parameter lr_reduce_factor must be > 0, got 0.0"),
     ({"lr_reduce_patience": 0}, "parameter lr_reduce_patience must be > 0, got 0"),
     ({"early_stopping_patience": 0}, "parameter early_stopping_patience must be > 0, got 0"),
+    ({"lr_schedule": "plateau"},
+     "parameter lr_schedule must be one of 'constant', 'cosine', got 'plateau'"),
     ({"dropout_rate": 1.0}, "parameter dropout_rate must be in [0, 1), got 1.0"),
     ({"attention_dropout": -0.1}, "parameter attention_dropout must be in [0, 1), got -0.1"),
     ({"validation_split": 0.0}, "parameter validation_split must be > 0: the plateau and "

@@ -520,6 +520,7 @@ DEFAULTS = {
     'weight_decay': 0.0001,
     'lr_reduce_factor': 0.2,
     'lr_reduce_patience': 3,
+    'lr_schedule': 'constant',
     'early_stopping_patience': 15,
     'epochs': 50,
     'batch_size': 64,
