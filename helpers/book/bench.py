@@ -111,6 +111,33 @@ def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> 
     return 2 * size**3 / best
 
 
+def compiled_model(name: str, parameters: dict, *, images: int, jit_compile="auto",
+                   seed: int = 0):
+    """Paper ``name``'s model built by ``helpers.papers.build`` from ``parameters``
+    (missing names take the notebook's defaults) and compiled with the notebook's
+    optimizer, with ``images`` random float32 images and integer labels of its
+    dataset's shape: ``(model, images, labels)``."""
+    import keras
+    import numpy as np
+
+    from helpers import papers
+    from helpers.harness.data import dataset_shape
+
+    parameters = {**papers.defaults(name), **parameters}
+    input_shape, num_classes = dataset_shape(parameters["dataset"])
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (images, *input_shape)).astype("float32")
+    y = rng.integers(0, num_classes, images).astype("int32")
+    keras.utils.set_random_seed(seed)
+    model = papers.build(name, parameters, x[:256].astype("uint8"), num_classes)
+    model.compile(
+        optimizer=papers.optimizer(name, parameters),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model, x, y
+
+
 def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, warmup: int,
                 repeats: int, jit_compile, seed: int = 0, feed: str = "auto") -> dict:
     """Time ``repeats`` epochs of ``steps`` training steps of one model; returns a result dict.
@@ -121,25 +148,12 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
     as ``train_and_evaluate`` feeds it (``helpers.harness.feed``).
     """
     import keras
-    import numpy as np
 
-    from helpers import papers
-    from helpers.harness.data import dataset_shape
     from helpers.harness.feed import ShuffledBatches, resolve_feed
     from helpers.harness.measure import memory_source, peak_memory_bytes
 
-    parameters = {**papers.defaults(name), **parameters}
-    input_shape, num_classes = dataset_shape(parameters["dataset"])
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 255, (steps * batch_size, *input_shape)).astype("float32")
-    labels = rng.integers(0, num_classes, steps * batch_size).astype("int32")
-    keras.utils.set_random_seed(seed)
-    model = papers.build(name, parameters, images[:256].astype("uint8"), num_classes)
-    model.compile(
-        optimizer=papers.optimizer(name, parameters),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
+    model, images, labels = compiled_model(name, parameters, images=steps * batch_size,
+                                           jit_compile=jit_compile, seed=seed)
     timer = _epoch_timer()
 
     feed = resolve_feed(feed)
