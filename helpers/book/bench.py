@@ -76,8 +76,11 @@ TRAINING_FLOPS_PER_FORWARD = 3  # forward + backward (about twice the forward's 
 def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
     """FLOP/s of the backend's best ``size`` x ``size`` matrix product in ``dtype``.
 
-    Compiled as the book's training steps are: XLA on TensorFlow and JAX, the
-    eager ATen kernel on PyTorch. The best of ``repeats`` products after a warm-up.
+    Run as Keras runs the book's training steps by default: XLA on JAX; on
+    TensorFlow, XLA where a GPU is present and otherwise TensorFlow's own kernel
+    in a graph (Keras's ``jit_compile="auto"`` turns XLA off on a CPU-only
+    machine); the eager ATen kernel on PyTorch. The best of ``repeats`` products
+    after a warm-up.
     """
     import keras
     import numpy as np
@@ -90,7 +93,8 @@ def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> 
     if backend == "tensorflow":
         import tensorflow as tf
 
-        product = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+        xla = bool(tf.config.list_physical_devices("GPU"))
+        product = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=xla)
         wait = lambda out: out.numpy()  # noqa: E731
     elif backend == "jax":
         import jax
@@ -249,26 +253,49 @@ def _positive(text: str) -> int:
     return value
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the models and how they run (shared with
+    ``helpers.book.breakdown``): models, backend, profile, batch size, jit_compile."""
     from helpers.papers import MODELS
 
-    parser = argparse.ArgumentParser(
-        description="Median training throughput of the book's models on random data."
-    )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
     parser.add_argument("--profile", default="full",
-                        help="configurations: full (the notebooks' defaults) or smoke")
+                        help="configurations: full (the notebooks' defaults), or another "
+                             "profile of profiles.yml (smoke, cifar10-cpu)")
     parser.add_argument("--batch-size", type=_positive,
                         help="images per step (default: each notebook's batch_size)")
+    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+                        help="compiled training steps: XLA on TensorFlow and JAX, "
+                             "torch.compile on PyTorch with true; auto is Keras's "
+                             "(XLA on JAX, and on TensorFlow only with a GPU)")
+
+
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}  # --jit-compile -> compile()
+
+
+def model_configs(args: argparse.Namespace) -> dict | None:
+    """Each model of ``args.models`` with its parameters in ``args.profile``; None,
+    the error printed, where ``profiles.yml`` has no such profile."""
+    from helpers.book.runner import profile_parameters
+
+    try:
+        return {name: profile_parameters(name, args.profile) for name in args.models}
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Median training throughput of the book's models on random data."
+    )
+    add_model_options(parser)
     parser.add_argument("--dtype-policy", nargs="+", choices=DTYPE_POLICIES, default=["float32"],
                         help="Keras dtype policy: mixed precision computes in 16 bits; with "
                              "several, each model is timed under each, and the table gives "
                              "each one's speedup over the first")
-    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
-                        help="compiled training steps (XLA on TensorFlow and JAX, "
-                             "torch.compile on PyTorch with true)")
     parser.add_argument("--feed", choices=FEEDS, default="auto",
                         help="how batches reach the model (helpers.harness.feed): "
                              "fit on the arrays, or batches prepared ahead in threads")
@@ -291,17 +318,14 @@ def main(argv=None) -> int:
     import keras
 
     from helpers.book.flops import models_flops
-    from helpers.book.runner import profile_parameters
     from helpers.harness.records import describe_runtime, runtime
     from helpers.harness.run import dtype_policy
 
-    try:
-        configs = {name: profile_parameters(name, args.profile) for name in args.models}
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    configs = model_configs(args)
+    if configs is None:
         return 2
     backend = keras.backend.backend()
-    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    jit = JIT_COMPILE[args.jit_compile]
     print(describe_runtime(), flush=True)
     policies = list(dict.fromkeys(args.dtype_policy))
     print(f"profile {args.profile}, dtype policy {' then '.join(policies)}, jit_compile "

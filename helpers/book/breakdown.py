@@ -396,23 +396,12 @@ def format_table(results: list[dict], peak: float | None = None) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from helpers.book.bench import BACKENDS, _positive
-    from helpers.papers import MODELS
+    from helpers.book.bench import _positive, add_model_options
 
     parser = argparse.ArgumentParser(
         description="Where each model's training step spends its time, by kind of operation."
     )
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--backend", choices=BACKENDS,
-                        help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
-    parser.add_argument("--profile", default="full",
-                        help="configurations: full (the notebooks' defaults), or a profile "
-                             "of profiles.yml (smoke, cifar10-cpu)")
-    parser.add_argument("--batch-size", type=_positive,
-                        help="images per step (default: each notebook's batch_size)")
-    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
-                        help="as the benchmark's: Keras's auto compiles with XLA on JAX, and "
-                             "on TensorFlow only when a GPU is present")
+    add_model_options(parser)
     parser.add_argument("--steps", type=_positive, default=5, help="profiled steps")
     parser.add_argument("--warmup", type=_positive, default=2, help="steps before profiling")
     parser.add_argument("--top", type=int, default=0,
@@ -439,15 +428,12 @@ def main(argv=None) -> int:
                                    " --xla_dump_hlo_as_text").strip()
     import keras
 
-    from helpers.book.bench import matmul_peak
+    from helpers.book.bench import JIT_COMPILE, matmul_peak, model_configs
     from helpers.book.flops import models_flops
-    from helpers.book.runner import profile_parameters
     from helpers.harness.records import describe_runtime, runtime
 
-    try:
-        configs = {name: profile_parameters(name, args.profile) for name in args.models}
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    configs = model_configs(args)
+    if configs is None:
         return 2
     backend = keras.backend.backend()
     print(describe_runtime(), flush=True)
@@ -460,8 +446,7 @@ def main(argv=None) -> int:
         results.append(breakdown_model(name, parameters, batch_size=batch_size,
                                        steps=args.steps, warmup=args.warmup,
                                        dump_dir=dump_dir,
-                                       jit_compile={"auto": "auto", "true": True,
-                                                    "false": False}[args.jit_compile]))
+                                       jit_compile=JIT_COMPILE[args.jit_compile]))
     if not args.no_flops:
         print("== counting FLOPs (XLA, on the JAX backend)", flush=True)
         specs = [{"name": name, "parameters": p} for name, p in configs.items()]
