@@ -50,6 +50,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -283,6 +284,7 @@ def profile_traced(model, x, y, *, steps: int, dump_dir: Path, before: set) -> d
             walls.append(time.perf_counter() - start)
         tf.profiler.experimental.stop()
         events = _xla_events_tensorflow(trace_dir)
+    shutil.rmtree(trace_dir, ignore_errors=True)
     seconds = collections.Counter()
     operations = collections.Counter()
     unmatched = 0.0
@@ -466,6 +468,8 @@ def main(argv=None) -> int:
               "jit_compile": args.jit_compile,
               "matmul_peak_flops_per_second": peak, "parameters": configs, "results": results}
     output.write_text(json.dumps(report, indent=2) + "\n")
+    if dump_dir:
+        shutil.rmtree(dump_dir, ignore_errors=True)
     print(f"\nwritten: {output}")
     return 0
 
