@@ -411,12 +411,13 @@ def test_the_benchmark_table_names_each_rows_policy_and_speedup():
            "images_per_second": 240.0, "images_per_second_min": 230.0, "images_per_second_max": 250.0,
            "speedup": 0.8, "step_milliseconds": 533.3, "outside_step_fraction": 0.05,
            "peak_memory_bytes": None}
-    header, rule, line = bench.format_table([row]).splitlines()
-    assert header.split() == ["model", "parameters", "GFLOPs/img", "batch", "policy", "images/s",
-                              "(min-max)", "speedup", "ms/step", "GFLOP/s", "of", "peak",
-                              "outside", "peak", "MiB"]
-    assert line.split() == ["cct", "416,331", "-", "128", "mixed_bfloat16", "240.0", "230-250",
-                            "0.80x", "533.3", "-", "-", "5%", "-"]
+    header, rule, line = bench.format_table([row, {**row, "devices": 2}]).splitlines()[:3]
+    assert header.split() == ["model", "parameters", "GFLOPs/img", "batch", "policy", "devices",
+                              "images/s", "(min-max)", "speedup", "ms/step", "GFLOP/s", "of",
+                              "peak", "outside", "peak", "MiB"]
+    assert line.split() == ["cct", "416,331", "-", "128", "mixed_bfloat16", "1", "240.0",
+                            "230-250", "0.80x", "533.3", "-", "-", "5%", "-"]
+    assert bench.format_table([row, {**row, "devices": 2}]).splitlines()[3].split()[5] == "2"
     assert len(rule) == len(header)
 
 
@@ -438,3 +439,36 @@ def test_the_benchmark_rejects_bad_options(tmp_path):
     assert done.returncode == 2 and "invalid choice: 'float8'" in done.stderr
     done = run_bench(tmp_path, "--profile", "fast", "--no-flops")
     assert done.returncode == 2 and "profile must be one of" in done.stderr
+    done = run_bench(tmp_path, "--cpu-devices", "0")
+    assert done.returncode == 2 and "--cpu-devices: must be > 0, got 0" in done.stderr
+    done = run_bench(tmp_path, "--data-parallel", "sometimes")
+    assert done.returncode == 2 and "invalid choice: 'sometimes'" in done.stderr
+    for option in (["--data-parallel", "on"], ["--cpu-devices", "2"]):
+        done = run_bench(tmp_path, "--backend", "torch", *option)
+        assert done.returncode == 2
+        assert "no single-process data-parallel training on PyTorch" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ["KERAS_BACKEND"] == "torch",
+                    reason="data-parallel training runs on JAX and TensorFlow")
+def test_the_benchmark_times_each_model_on_one_device_then_on_every_cpu_device(tmp_path):
+    # Two models, each data-parallel in turn: on TensorFlow a second strategy in one
+    # process used to stop the second model's first step.
+    output = tmp_path / "bench.json"
+    done = run_bench(tmp_path, "--profile", "smoke", "--models", "cct", "vit", "--steps", "2",
+                     "--repeats", "1", "--batch-size", "8", "--output", str(output),
+                     "--no-flops", "--cpu-devices", "2", "--data-parallel", "off", "on")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["options"]["data_parallel"] == ["off", "on"]
+    assert report["options"]["cpu_devices"] == 2
+    assert [r["model"] for r in report["results"]] == ["cct", "cct", "vit", "vit"]
+    for off, on in zip(report["results"][::2], report["results"][1::2]):
+        assert (off["data_parallel"], off["devices"]) == (False, 1)
+        assert (on["data_parallel"], on["devices"]) == (True, 2)
+        assert off["speedup"] == 1.0
+        assert on["speedup"] == pytest.approx(on["images_per_second"] / off["images_per_second"])
+        assert on["parameter_count"] == off["parameter_count"] and on["feed"] == "arrays"
+        assert on["images_per_second"] > 0
+    assert "data-parallel off then on" in done.stdout

@@ -5,6 +5,7 @@
     python -m helpers.book.bench --models vit --dtype-policy float32 mixed_bfloat16   # a speedup
     python -m helpers.book.bench --models vit cct --batch-size 64 --jit-compile false
     python -m helpers.book.bench --profile smoke --steps 3 --repeats 2   # a quick try
+    python -m helpers.book.bench --backend jax --cpu-devices 2 --data-parallel off on
 
 Each model is built at its notebook's default configuration (``--profile
 smoke`` for the small ones of ``profiles.yml``) by ``helpers.papers.build``, compiled
@@ -17,6 +18,14 @@ too. Peak device memory is read where the backend reports it
 are XLA's count (``helpers.book.flops``). Given several ``--dtype-policy``
 values, each model is timed under each in turn, in the same run, and the
 table gives each policy's speedup over the first one named.
+
+Using every core on a CPU: ``--cpu-devices N`` splits the CPU into N devices
+(JAX: ``XLA_FLAGS``, see ``helpers.book.runner.cpu_device_flags``; TensorFlow: N logical CPU
+devices), and ``--data-parallel on`` trains each model on all of them
+(``helpers.harness.distribute``: each batch is split over the devices, the
+gradients are averaged). ``--data-parallel off on`` times both, one after the
+other, and gives the speedup of the second. On JAX a CPU's cores otherwise
+mostly take turns: its compiled step runs one operation after another.
 
 How close each model comes to the machine: the run first measures the
 matrix-multiply peak of the backend (``matmul_peak``: square float32 products,
@@ -35,6 +44,7 @@ This is a measurement to read, not a test: nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -47,6 +57,24 @@ DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 # helpers.harness.feed.FEEDS, spelled out: importing that module imports Keras,
 # which must wait for --backend (a test checks the two agree).
 FEEDS = ("auto", "arrays", "prefetch")
+DATA_PARALLEL = {"off": False, "on": True}  # --data-parallel -> helpers.harness.distribute
+
+
+def split_cpu(backend: str, devices: int) -> None:
+    """Make the CPU ``devices`` devices for ``backend``: before Keras is imported
+    for JAX (``XLA_FLAGS``), before TensorFlow runs anything for TensorFlow."""
+    from helpers.book.runner import with_cpu_devices
+
+    if backend == "jax":
+        os.environ["XLA_FLAGS"] = with_cpu_devices(os.environ.get("XLA_FLAGS"), devices)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    else:
+        raise ValueError(f"--cpu-devices works on JAX and TensorFlow, not {backend}")
 
 
 def _epoch_timer():
@@ -142,25 +170,75 @@ def compiled_model(name: str, parameters: dict, *, images: int, jit_compile="aut
     return model, x, y
 
 
+_MIRRORED = []  # the TensorFlow run's one MirroredStrategy, once made
+
+
+@contextlib.contextmanager
+def _data_parallel(enabled: bool):
+    """``helpers.harness.distribute.data_parallel``, except that on TensorFlow every
+    model of the run trains under one ``MirroredStrategy``: a second strategy in the
+    same process numbers its all-reduces from the start again, and TensorFlow then
+    matches the new model's gradients with the last model's and stops ("Shape
+    mismatch in the collective instance"). A notebook makes one strategy
+    (``use_data_parallel``)."""
+    import keras
+
+    from helpers.harness import distribute
+
+    if not (enabled and keras.backend.backend() == "tensorflow"):
+        with distribute.data_parallel(enabled) as devices:
+            yield devices
+        return
+    import tensorflow as tf
+
+    devices = distribute.local_devices()
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(devices))
+    with _MIRRORED[0].scope():
+        yield devices
+
+
 def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, warmup: int,
-                repeats: int, jit_compile, seed: int = 0, feed: str = "auto") -> dict:
+                repeats: int, jit_compile, seed: int = 0, feed: str = "auto",
+                data_parallel: bool = False) -> dict:
     """Time ``repeats`` epochs of ``steps`` training steps of one model; returns a result dict.
 
     The model is paper ``name``'s, built by ``helpers.papers.build`` from
     ``parameters`` (missing names take the notebook's defaults) and compiled
     with the notebook's optimizer (``helpers.papers.optimizer``), and fed
-    as ``train_and_evaluate`` feeds it (``helpers.harness.feed``).
+    as ``train_and_evaluate`` feeds it (``helpers.harness.feed``). With
+    ``data_parallel``, it is built and trained on every local device
+    (``helpers.harness.distribute``).
     """
+    import keras
+
+    from helpers.harness import distribute
+
+    with _data_parallel(data_parallel) as devices:
+        result = _time_training(name, parameters, batch_size=batch_size, steps=steps,
+                                   warmup=warmup, repeats=repeats, jit_compile=jit_compile,
+                                   seed=seed, feed=feed, replicas=distribute.replicas())
+    result["data_parallel"] = data_parallel
+    result["devices"] = len(devices)
+    keras.backend.clear_session()
+    return result
+
+
+def _time_training(name, parameters, *, batch_size, steps, warmup, repeats, jit_compile,
+                   seed, feed, replicas) -> dict:
+    """``bench_model``'s measurement, inside whatever distribution is in force."""
     import keras
 
     from helpers.harness.feed import ShuffledBatches, resolve_feed
     from helpers.harness.measure import memory_source, peak_memory_bytes
 
+    if batch_size % replicas:
+        raise ValueError(f"batch size {batch_size} does not split over {replicas} devices")
     model, images, labels = compiled_model(name, parameters, images=steps * batch_size,
                                            jit_compile=jit_compile, seed=seed)
     timer = _epoch_timer()
 
-    feed = resolve_feed(feed)
+    feed = resolve_feed(feed, replicas)
     if feed == "prefetch":
         data = {"x": ShuffledBatches(images, labels, batch_size, seed=seed)}
     else:
@@ -200,7 +278,6 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
         "peak_memory_bytes": peak,
         "memory_source": memory_source(),
     }
-    keras.backend.clear_session()
     return result
 
 
@@ -215,7 +292,8 @@ def add_peak_fraction(result: dict, peak_flops: float) -> None:
 
 def add_speedups(results: list[dict]) -> None:
     """Add each result's ``speedup``: its images/s over those of the first result of
-    the same model (the first dtype policy timed), 1.0 for that first one."""
+    the same model (the first dtype policy and data-parallel setting timed), 1.0
+    for that first one."""
     first = {}
     for result in results:
         base = first.setdefault(result["model"], result["images_per_second"])
@@ -223,9 +301,9 @@ def add_speedups(results: list[dict]) -> None:
 
 
 def format_table(results: list[dict]) -> str:
-    """The printed table: one line per model and dtype policy."""
+    """The printed table: one line per model, dtype policy and number of devices."""
     header = (f"{'model':<10} {'parameters':>11} {'GFLOPs/img':>10} {'batch':>5} "
-              f"{'policy':>14} {'images/s':>10} {'(min-max)':>15} {'speedup':>7} {'ms/step':>9} "
+              f"{'policy':>14} {'devices':>7} {'images/s':>10} {'(min-max)':>15} {'speedup':>7} {'ms/step':>9} "
               f"{'GFLOP/s':>8} {'of peak':>7} {'outside':>7} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
@@ -239,7 +317,8 @@ def format_table(results: list[dict]) -> str:
         speedup = "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x"
         lines.append(
             f"{r['model']:<10} {r['parameter_count']:>11,} {flops:>10} {r['batch_size']:>5} "
-            f"{r.get('dtype_policy', '-'):>14} {r['images_per_second']:>10.1f} {spread:>15} "
+            f"{r.get('dtype_policy', '-'):>14} {r.get('devices', 1):>7} "
+            f"{r['images_per_second']:>10.1f} {spread:>15} "
             f"{speedup:>7} {r['step_milliseconds']:>9.1f} "
             f"{achieved:>8} {fraction:>7} {outside:>7} {peak:>9}"
         )
@@ -296,6 +375,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Keras dtype policy: mixed precision computes in 16 bits; with "
                              "several, each model is timed under each, and the table gives "
                              "each one's speedup over the first")
+    parser.add_argument("--cpu-devices", type=_positive,
+                        help="split the CPU into this many devices (JAX and TensorFlow; "
+                             "for --data-parallel on without accelerators)")
+    parser.add_argument("--data-parallel", nargs="+", choices=DATA_PARALLEL, default=["off"],
+                        help="on: split each batch over every local device "
+                             "(helpers.harness.distribute); 'off on' times both")
     parser.add_argument("--feed", choices=FEEDS, default="auto",
                         help="how batches reach the model (helpers.harness.feed): "
                              "fit on the arrays, or batches prepared ahead in threads")
@@ -315,7 +400,19 @@ def main(argv=None) -> int:
             return 2
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    parallel = list(dict.fromkeys(args.data_parallel))
+    if backend == "torch" and (args.cpu_devices or "on" in parallel):
+        print("error: --cpu-devices and --data-parallel on work on JAX and TensorFlow; "
+              "Keras has no single-process data-parallel training on PyTorch", file=sys.stderr)
+        return 2
+    if args.cpu_devices and backend == "jax":
+        split_cpu(backend, args.cpu_devices)
     import keras
+
+    backend = keras.backend.backend()  # also read from Keras's config file
+    if args.cpu_devices and backend == "tensorflow":
+        split_cpu(backend, args.cpu_devices)
 
     from helpers.book.flops import models_flops
     from helpers.harness.records import describe_runtime, runtime
@@ -324,11 +421,11 @@ def main(argv=None) -> int:
     configs = model_configs(args)
     if configs is None:
         return 2
-    backend = keras.backend.backend()
     jit = JIT_COMPILE[args.jit_compile]
     print(describe_runtime(), flush=True)
     policies = list(dict.fromkeys(args.dtype_policy))
-    print(f"profile {args.profile}, dtype policy {' then '.join(policies)}, jit_compile "
+    print(f"profile {args.profile}, dtype policy {' then '.join(policies)}, data-parallel "
+          f"{' then '.join(parallel)}, jit_compile "
           f"{args.jit_compile}, feed {args.feed}, {args.warmup} warm-up + {args.repeats} "
           f"timed epochs of {args.steps} steps", flush=True)
 
@@ -341,15 +438,18 @@ def main(argv=None) -> int:
     for name, parameters in configs.items():
         batch_size = args.batch_size or parameters["batch_size"]
         for policy in policies:
-            print(f"== {name}: batch {batch_size}, {policy} ...", flush=True)
-            with dtype_policy(policy):
-                result = bench_model(name, parameters, batch_size=batch_size, steps=args.steps,
-                                     warmup=args.warmup, repeats=args.repeats, jit_compile=jit,
-                                     feed=args.feed)
-            result["dtype_policy"] = policy
-            print(f"   {result['images_per_second']:.1f} images/s "
-                  f"(warm-up {result['warmup_seconds']:.1f} s)", flush=True)
-            results.append(result)
+            for setting in parallel:
+                print(f"== {name}: batch {batch_size}, {policy}, data-parallel {setting} ...",
+                      flush=True)
+                with dtype_policy(policy):
+                    result = bench_model(name, parameters, batch_size=batch_size,
+                                         steps=args.steps, warmup=args.warmup,
+                                         repeats=args.repeats, jit_compile=jit, feed=args.feed,
+                                         data_parallel=DATA_PARALLEL[setting])
+                result["dtype_policy"] = policy
+                print(f"   {result['images_per_second']:.1f} images/s on {result['devices']} "
+                      f"device(s) (warm-up {result['warmup_seconds']:.1f} s)", flush=True)
+                results.append(result)
     add_speedups(results)
 
     if not args.no_flops:
@@ -368,6 +468,7 @@ def main(argv=None) -> int:
         "runtime": runtime(),
         "options": {
             "profile": args.profile, "dtype_policies": policies,
+            "data_parallel": parallel, "cpu_devices": args.cpu_devices,
             "jit_compile": args.jit_compile, "feed": args.feed, "steps": args.steps,
             "warmup": args.warmup, "repeats": args.repeats, "batch_size": args.batch_size,
         },
