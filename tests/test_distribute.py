@@ -14,18 +14,14 @@ import keras
 import numpy as np
 import pytest
 
+from helpers.book.runner import cpu_device_flags
 from helpers.harness.distribute import data_parallel
 
 pytestmark = pytest.mark.slow
 
-# Two virtual CPU devices. XLA's CPU collectives abort the process when a device
-# waits longer than a built-in timeout for the other at an all-reduce; on a
-# loaded 2-core machine one virtual device can fall that far behind, so the
-# timeouts are raised well above the length of these runs.
-XLA_FLAGS = ("--xla_force_host_platform_device_count=2"
-             " --xla_cpu_collective_call_warn_stuck_timeout_seconds=300"
-             " --xla_cpu_collective_call_terminate_timeout_seconds=900"
-             " --xla_cpu_collective_timeout_seconds=900")
+# Two virtual CPU devices, with XLA's collective timeouts raised well above the
+# length of these runs (see cpu_device_flags).
+XLA_FLAGS = cpu_device_flags(2)
 
 RUN = textwrap.dedent(
     """

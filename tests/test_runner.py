@@ -216,3 +216,36 @@ def test_a_notebook_failing_beside_others_stops_the_run_naming_it(tmp_path):
     with pytest.raises(book.BookError, match=r"book/broken.ipynb failed in cell 1: ValueError: "
                                              r"no such layer"):
         book.execute_all(source, site, plan, "tensorflow", jobs=2)
+
+
+@pytest.mark.parametrize("devices, backend, overrides, message", [
+    (1, "jax", {}, "cpu_devices must be a whole number of at least 2, got 1"),
+    (True, "jax", {}, "cpu_devices must be a whole number of at least 2, got True"),
+    ("2", "jax", {}, "cpu_devices must be a whole number of at least 2, got '2'"),
+    (2, "tensorflow", {}, "cpu_devices splits the CPU for the JAX backend, not tensorflow"),
+    (2, "torch", {}, "cpu_devices splits the CPU for the JAX backend, not torch"),
+    (2, "jax", {"data_parallel": False}, "cpu_devices trains data-parallel: drop the"),
+])
+def test_cpu_devices_are_refused_where_they_cannot_work(tmp_path, devices, backend, overrides,
+                                                       message):
+    with pytest.raises(book.BookError, match=message):
+        book.run("smoke", source=ROOT, build_dir=tmp_path, backend=backend, only=["vit"],
+                 overrides=overrides, cpu_devices=devices, html=False)
+    assert not (tmp_path / "site").exists()
+
+
+def test_cpu_devices_give_the_kernels_jax_devices_and_data_parallel_notebooks(tmp_path, monkeypatch):
+    seen = []
+
+    def execute(source, site, notebook, parameters, backend, labelled=False):
+        seen.append((notebook.stem, parameters.get("data_parallel"), os.environ.get("XLA_FLAGS")))
+        return 1.0
+
+    monkeypatch.setattr(book, "execute", execute)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/somewhere")
+    book.run("smoke", source=ROOT, build_dir=tmp_path, backend="jax", only=["vit", "cct"],
+             cpu_devices=2, html=False)
+    flags = "--xla_dump_to=/tmp/somewhere " + book.cpu_device_flags(2)
+    assert seen == [("vit", True, flags), ("cct", True, flags), ("results", None, flags)]
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/somewhere"  # put back afterwards
+    assert "--xla_force_host_platform_device_count=2 " in book.cpu_device_flags(2)

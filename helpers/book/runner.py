@@ -5,6 +5,7 @@
     python -m helpers.book --profile full --backend jax # the papers' recipes, on a GPU
     python -m helpers.book --profile smoke --notebooks vit -p epochs 3 --no-html
     python -m helpers.book --profile smoke --notebooks cct   # again, keeping the other pages
+    python -m helpers.book --profile cifar10-cpu --backend jax --cpu-devices 2   # both cores
 
 Every notebook listed in ``_toc.yml`` is executed with the parameters of the
 chosen profile (``profiles.yml``) into a build tree that mirrors the source
@@ -200,6 +201,25 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
     for relative, content in kept.items():
         (site / relative).parent.mkdir(parents=True, exist_ok=True)
         (site / relative).write_bytes(content)
+
+
+def cpu_device_flags(devices: int) -> str:
+    """``XLA_FLAGS`` that make JAX see a CPU as ``devices`` devices.
+
+    The collective timeouts are raised too: in data-parallel training the
+    devices meet at an all-reduce every step, and XLA aborts the process when
+    one waits there longer than its built-in limit, which a long step (the
+    full-size ViT's is over 10 s on two cores) or a busy machine can exceed.
+    """
+    return (f"--xla_force_host_platform_device_count={devices}"
+            " --xla_cpu_collective_call_warn_stuck_timeout_seconds=300"
+            " --xla_cpu_collective_call_terminate_timeout_seconds=900"
+            " --xla_cpu_collective_timeout_seconds=900")
+
+
+def with_cpu_devices(xla_flags: str | None, devices: int) -> str:
+    """``xla_flags`` (a value of ``XLA_FLAGS``, or None) with ``cpu_device_flags(devices)`` added."""
+    return " ".join(filter(None, (xla_flags, cpu_device_flags(devices))))
 
 
 @contextlib.contextmanager
@@ -403,6 +423,7 @@ def run(
     overrides: dict | None = None,
     html: bool = True,
     jobs: int = 1,
+    cpu_devices: int | None = None,
 ) -> dict:
     """Execute the notebooks of ``profile_name``, then build the site.
 
@@ -410,6 +431,11 @@ def run(
     them). More than one pays on a CPU, where much of a notebook is one core's
     work (starting a kernel, importing, checks, figures); on one GPU the
     notebooks would share its memory.
+
+    ``cpu_devices`` (JAX only): the kernels see the CPU as that many devices
+    (``cpu_device_flags``) and the notebooks train data-parallel on them
+    (``data_parallel: true``), which keeps every core busy in a JAX training
+    step; without it, XLA runs a step's operations one after another.
 
     Returns ``{"site": build tree, "index": index.html or None, "seconds": {...}}``.
     """
@@ -419,6 +445,19 @@ def run(
         raise BookError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise BookError(f"jobs must be a whole number of at least 1, got {jobs!r}")
+    overrides = dict(overrides or {})
+    if cpu_devices is not None:
+        if isinstance(cpu_devices, bool) or not isinstance(cpu_devices, int) or cpu_devices < 2:
+            raise BookError(f"cpu_devices must be a whole number of at least 2, got {cpu_devices!r}")
+        if backend != "jax":
+            raise BookError(
+                f"cpu_devices splits the CPU for the JAX backend, not {backend}: TensorFlow "
+                "already spreads a step's operations over the cores, and Keras has no "
+                "data-parallel training on PyTorch"
+            )
+        if overrides.get("data_parallel", True) is not True:
+            raise BookError("cpu_devices trains data-parallel: drop the data_parallel override")
+        overrides["data_parallel"] = True
     profile = load_profile(source, profile_name)
     notebooks = toc_notebooks(source)
     if only:
@@ -450,7 +489,6 @@ def run(
         profile["pages"], source) else None
 
     # Reject every bad parameter name before executing anything.
-    overrides = overrides or {}
     plan, seen = [], set()
     for notebook in notebooks:
         declared = declared_parameters(source / notebook)
@@ -485,16 +523,20 @@ def run(
     prepare_tree(source, site, keep=others if html else [])
     digest = source_digest(source)  # before executing: a file edited meanwhile makes it stale
     summary_plan = [(nb, values) for nb, values in plan if nb.stem in SUMMARY_PAGES]
-    seconds = execute_all(source, site, [step for step in plan if step not in summary_plan],
-                          backend, jobs)
-    for notebook, values in summary_plan:  # they read the records the others wrote
-        if shows:
-            # the paper pages become the published runs before the summary reads them
-            shown = publish.show_published(shows, site, source)
-            for name, changed in shown.items():
-                print(f"== {name}: the page shows the published {shows} run"
-                      + (f" (stale: {'; '.join(changed)})" if changed else ""), flush=True)
-        seconds[notebook.stem] = execute(source, site, notebook, values, backend)
+    # The kernels (and the workers that start them) inherit this process's environment.
+    kernels = ({"XLA_FLAGS": with_cpu_devices(os.environ.get("XLA_FLAGS"), cpu_devices)}
+               if cpu_devices else {})
+    with environment_variables(**kernels):
+        seconds = execute_all(source, site, [step for step in plan if step not in summary_plan],
+                              backend, jobs)
+        for notebook, values in summary_plan:  # they read the records the others wrote
+            if shows:
+                # the paper pages become the published runs before the summary reads them
+                shown = publish.show_published(shows, site, source)
+                for name, changed in shown.items():
+                    print(f"== {name}: the page shows the published {shows} run"
+                          + (f" (stale: {'; '.join(changed)})" if changed else ""), flush=True)
+            seconds[notebook.stem] = execute(source, site, notebook, values, backend)
     index = build_html(site) if html else None
     write_manifest(site, source, profile=profile_name, backend=backend, seconds=seconds,
                    complete=bool(index) and not only and not overrides, digest=digest,
@@ -541,6 +583,9 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="execute N notebooks at once (default 1; 2 on a 2-core CPU "
                              "saves about a third of the smoke build)")
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="JAX on a CPU: split it into N devices and train data-parallel on "
+                             "them, so that a step keeps every core busy (N: the cores)")
     parser.add_argument("--no-html", action="store_true", help="execute only, do not build the site")
     parser.add_argument("--build-dir", default="_build", type=Path, help="where the build tree goes")
     args = parser.parse_args(argv)
@@ -553,6 +598,7 @@ def main(argv=None) -> int:
             overrides=_parse_overrides(args.parameter),
             html=not args.no_html,
             jobs=args.jobs,
+            cpu_devices=args.cpu_devices,
         )
     except BookError as error:
         print(f"error: {error}", file=sys.stderr)
