@@ -216,8 +216,8 @@ def bench_model(name: str, parameters: dict, *, batch_size: int, steps: int, war
 
     with _data_parallel(data_parallel) as devices:
         result = _time_training(name, parameters, batch_size=batch_size, steps=steps,
-                                   warmup=warmup, repeats=repeats, jit_compile=jit_compile,
-                                   seed=seed, feed=feed, replicas=distribute.replicas())
+                                warmup=warmup, repeats=repeats, jit_compile=jit_compile,
+                                seed=seed, feed=feed, replicas=distribute.replicas())
     result["data_parallel"] = data_parallel
     result["devices"] = len(devices)
     keras.backend.clear_session()
@@ -303,7 +303,8 @@ def add_speedups(results: list[dict]) -> None:
 def format_table(results: list[dict]) -> str:
     """The printed table: one line per model, dtype policy and number of devices."""
     header = (f"{'model':<10} {'parameters':>11} {'GFLOPs/img':>10} {'batch':>5} "
-              f"{'policy':>14} {'devices':>7} {'images/s':>10} {'(min-max)':>15} {'speedup':>7} {'ms/step':>9} "
+              f"{'policy':>14} {'devices':>7} {'images/s':>10} {'(min-max)':>15} "
+              f"{'speedup':>7} {'ms/step':>9} "
               f"{'GFLOP/s':>8} {'of peak':>7} {'outside':>7} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
