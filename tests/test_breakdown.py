@@ -70,6 +70,12 @@ HloModule jit_train_step, entry_computation_layout={(f32[8,4]{1,0}, f32[4,3]{1,0
   ROOT %transpose.8 = f32[3,8]{1,0} transpose(f32[8,3]{1,0} %param_0.6), dimensions={1,0}
 }
 
+%fused_convert (param_0.7: f32[8,3]) -> bf16[3,8] {
+  %param_0.7 = f32[8,3]{1,0} parameter(0)
+  %convert.8 = bf16[8,3]{1,0} convert(f32[8,3]{1,0} %param_0.7)
+  ROOT %transpose.9 = bf16[3,8]{1,0} transpose(bf16[8,3]{1,0} %convert.8), dimensions={1,0}
+}
+
 %body (state: (s32[], f32[8,3])) -> (s32[], f32[8,3]) {
   %state = (s32[], f32[8,3]{1,0}) parameter(0)
   %counter = s32[] get-tuple-element((s32[], f32[8,3]{1,0}) %state), index=0
@@ -97,6 +103,7 @@ ENTRY %main.20 (Arg_0.1: f32[8,4], Arg_1.2: f32[4,3], Arg_2.3: s32[8,1], Arg_3.4
   %transpose_fusion.16 = f32[3,8]{1,0} fusion(f32[8,3]{0,1} %copy.15), kind=kLoop, calls=%fused_transpose
   %rng-bit-generator.17 = (u32[2]{0}, u32[8,3]{1,0}) rng-bit-generator(u32[2]{0} %Arg_3.4), algorithm=rng_default
   %xor_fusion.18 = u32[8,3]{1,0} fusion(u32[8,3]{1,0} %Arg_4.5), kind=kLoop, calls=%fused_threefry
+  %convert_fusion.23 = bf16[3,8]{1,0} fusion(f32[8,3]{1,0} %copy.15), kind=kLoop, calls=%fused_convert
   %constant.19 = s32[] constant(0)
   %tuple.19 = (s32[], f32[8,3]{1,0}) tuple(s32[] %constant.19, f32[8,3]{1,0} %copy.15)
   %while.19 = (s32[], f32[8,3]{1,0}) while((s32[], f32[8,3]{1,0}) %tuple.19), condition=%cond, body=%body
@@ -118,7 +125,7 @@ def test_the_hlo_reader_finds_each_instruction_its_opcode_and_what_it_calls():
     assert instructions["tuple.19"][0] == "tuple"  # a tuple shape before the opcode
     assert computations["fused_dot"] == ["param_0", "param_1", "dot.1"]
     assert computations["main.20"][-1] == "reduce_fusion.22"
-    assert len(computations) == 11
+    assert len(computations) == 12
 
 
 @pytest.mark.keras_free
@@ -134,6 +141,7 @@ def test_the_hlo_reader_finds_each_instruction_its_opcode_and_what_it_calls():
     ("xor_fusion.18", "random"),           # threefry written out in integer arithmetic
     ("copy.15", "data movement"),
     ("transpose_fusion.16", "data movement"),
+    ("convert_fusion.23", "cast"),          # float32 to bfloat16, transposed on the way
     ("custom-call.21", "other"),
     ("while.19", None),                    # a container: its body's operations count
     ("no_such_fusion.99", None),
@@ -150,11 +158,22 @@ def test_each_operation_gets_the_kind_of_what_it_computes(name, kind):
     ("aten::_softmax", "reduction"), ("aten::native_layer_norm_backward", "reduction"),
     ("aten::bernoulli_", "random"), ("aten::uniform_", "random"),
     ("aten::copy_", "data movement"), ("aten::cat", "data movement"),
+    ("aten::_to_copy", "cast"), ("aten::to", "cast"),
     ("aten::gelu", "elementwise"), ("aten::mul", "elementwise"),
     ("autograd::engine::evaluate_function: AddBackward0", "other"),
 ])
 def test_pytorch_operators_get_their_kinds(operator, kind):
     assert breakdown.torch_kind(operator) == kind
+
+
+@pytest.mark.keras_free
+@pytest.mark.parametrize("operator,kind", [
+    ("_MklBatchMatMulV2", "matmul"), ("Cast", "cast"), ("Transpose", "data movement"),
+    ("_MklFusedMatMul", "matmul"), ("Softmax", "reduction"), ("Gelu", "elementwise"),
+    ("StatefulPartitionedCall", None),
+])
+def test_tensorflow_operators_get_their_kinds(operator, kind):
+    assert breakdown.tf_kind(operator) == kind
 
 
 @pytest.mark.keras_free
@@ -175,10 +194,11 @@ def test_the_table_gives_each_kinds_share_and_the_matmul_rate():
            "matmul_flops_per_second": 2e11}
     header, rule, line = breakdown.format_table([row], peak=4e11).splitlines()
     assert header.split() == ["model", "batch", "wall", "ms", "ops", "ms", "matmul", "gather",
-                              "reduction", "elemwise", "random", "movement", "other", "mm",
+                              "reduction", "elemwise", "random", "cast", "movement", "other",
+                              "mm",
                               "GFLOP/s", "of", "peak"]
     assert line.split() == ["cct", "128", "250.0", "400.0", "50.0%", "0.0%", "25.0%", "25.0%",
-                            "0.0%", "0.0%", "0.0%", "200", "50%"]
+                            "0.0%", "0.0%", "0.0%", "0.0%", "200", "50%"]
     assert len(rule) == len(header)
 
 

@@ -26,8 +26,12 @@ convolution, or a fusion around one), ``gather/scatter`` (indexed reads and
 writes: the augmentation's resampling, their gradients), ``reduction`` (a fusion
 ending in a sum or maximum: softmax, normalization statistics, gradient
 sums), ``elementwise`` (any other fusion or arithmetic), ``random`` (random
-bits: dropout, augmentation), ``data movement`` (copies, transposes,
-concatenations, pads, slices) and ``other``.
+bits: dropout, augmentation), ``cast`` (conversions between number types alone:
+float32 to bfloat16 and back under a mixed dtype policy), ``data movement``
+(copies, transposes, concatenations, pads, slices) and ``other``.
+
+``--dtype-policy mixed_bfloat16`` builds the models under that Keras policy, and
+the matmul rate is then judged against the bfloat16 peak.
 
 The table gives, per model: the step's wall time; the operations' summed
 time per step (more than the wall time where operations ran side by side on
@@ -56,8 +60,8 @@ import tempfile
 import time
 from pathlib import Path
 
-KINDS = ("matmul", "gather/scatter", "reduction", "elementwise", "random", "data movement",
-         "other")
+KINDS = ("matmul", "gather/scatter", "reduction", "elementwise", "random", "cast",
+         "data movement", "other")
 MATMUL_OPCODES = {"dot", "convolution"}
 INDEXED_OPCODES = {"gather", "scatter", "dynamic-slice", "dynamic-update-slice", "select-and-scatter"}
 REDUCE_OPCODES = {"reduce", "reduce-window", "all-reduce", "sort"}
@@ -137,7 +141,10 @@ def hlo_kind(name: str, instructions: dict, computations: dict) -> str | None:
         return "reduction"
     if opcode == "custom-call":
         return "other"
-    if opcodes - MOVEMENT_OPCODES - {"fusion", "parameter", "constant"}:
+    computing = opcodes - MOVEMENT_OPCODES - {"fusion", "parameter", "constant"}
+    if computing == {"convert"}:  # a change of number type, perhaps with a copy or transpose
+        return "cast"
+    if computing:
         return "elementwise"
     return "data movement"
 
@@ -159,7 +166,8 @@ TORCH_KINDS = {
                   "logsumexp", "all", "any", "prod", "sort"),
     "random": ("uniform_", "normal_", "bernoulli_", "bernoulli", "random_", "rand",
                "randn", "randint", "randperm", "multinomial", "native_dropout"),
-    "data movement": ("copy_", "clone", "contiguous", "cat", "stack", "_to_copy", "to",
+    "cast": ("_to_copy", "to", "type_as"),
+    "data movement": ("copy_", "clone", "contiguous", "cat", "stack",
                       "pad", "constant_pad_nd", "reflection_pad2d", "slice", "narrow",
                       "flip", "roll", "repeat", "tile", "expand", "permute", "transpose",
                       "reshape", "view", "_unsafe_view", "flatten", "squeeze", "unsqueeze",
@@ -189,10 +197,11 @@ TF_KINDS = {
     "random": ("StatelessRandomUniformV2", "StatelessRandomNormalV2",
                "StatelessTruncatedNormalV2", "StatelessRandomUniformIntV2",
                "StatelessRandomGetKeyCounter", "RandomUniform", "RandomStandardNormal"),
+    "cast": ("Cast",),
     "data movement": ("Transpose", "ConcatV2", "Pad", "PadV2", "MirrorPad", "Slice",
                       "StridedSlice", "StridedSliceGrad", "Reshape", "Tile", "Pack", "Unpack",
                       "Split", "SplitV", "ReverseV2", "Identity", "Squeeze", "ExpandDims",
-                      "BroadcastTo", "Fill", "ZerosLike", "OnesLike", "Cast", "Const",
+                      "BroadcastTo", "Fill", "ZerosLike", "OnesLike", "Const",
                       "ExtractImagePatches", "Shape", "ShapeN", "DynamicStitch"),
 }
 # Operators that only run others (their time is their children's) or wait.
@@ -398,12 +407,14 @@ def format_table(results: list[dict], peak: float | None = None) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from helpers.book.bench import _positive, add_model_options
+    from helpers.book.bench import DTYPE_POLICIES, _positive, add_model_options
 
     parser = argparse.ArgumentParser(
         description="Where each model's training step spends its time, by kind of operation."
     )
     add_model_options(parser)
+    parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default="float32",
+                        help="Keras dtype policy the models are built under")
     parser.add_argument("--steps", type=_positive, default=5, help="profiled steps")
     parser.add_argument("--warmup", type=_positive, default=2, help="steps before profiling")
     parser.add_argument("--top", type=int, default=0,
@@ -433,22 +444,26 @@ def main(argv=None) -> int:
     from helpers.book.bench import JIT_COMPILE, matmul_peak, model_configs
     from helpers.book.flops import models_flops
     from helpers.harness.records import describe_runtime, runtime
+    from helpers.harness.run import dtype_policy
 
     configs = model_configs(args)
     if configs is None:
         return 2
     backend = keras.backend.backend()
     print(describe_runtime(), flush=True)
-    peak = matmul_peak("float32")
-    print(f"matmul peak: float32 {peak / 1e9:.0f} GFLOP/s", flush=True)
+    compute_dtype = keras.DTypePolicy(args.dtype_policy).compute_dtype
+    peak = matmul_peak(compute_dtype)
+    print(f"dtype policy {args.dtype_policy}; matmul peak: {compute_dtype} {peak / 1e9:.0f} "
+          "GFLOP/s", flush=True)
     results = []
     for name, parameters in configs.items():
         batch_size = args.batch_size or parameters["batch_size"]
         print(f"== {name}: batch {batch_size}, {args.warmup} + {args.steps} steps ...", flush=True)
-        results.append(breakdown_model(name, parameters, batch_size=batch_size,
-                                       steps=args.steps, warmup=args.warmup,
-                                       dump_dir=dump_dir,
-                                       jit_compile=JIT_COMPILE[args.jit_compile]))
+        with dtype_policy(args.dtype_policy):
+            results.append(breakdown_model(name, parameters, batch_size=batch_size,
+                                           steps=args.steps, warmup=args.warmup,
+                                           dump_dir=dump_dir,
+                                           jit_compile=JIT_COMPILE[args.jit_compile]))
     if not args.no_flops:
         print("== counting FLOPs (XLA, on the JAX backend)", flush=True)
         specs = [{"name": name, "parameters": p} for name, p in configs.items()]
@@ -465,8 +480,8 @@ def main(argv=None) -> int:
     output = args.output or Path("_build") / "bench" / f"breakdown-{backend}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     report = {"runtime": runtime(), "profile": args.profile, "kinds": KINDS,
-              "jit_compile": args.jit_compile,
-              "matmul_peak_flops_per_second": peak, "parameters": configs, "results": results}
+              "jit_compile": args.jit_compile, "dtype_policy": args.dtype_policy,
+              "peak_dtype": compute_dtype, "matmul_peak_flops_per_second": peak, "parameters": configs, "results": results}
     output.write_text(json.dumps(report, indent=2) + "\n")
     if dump_dir:
         shutil.rmtree(dump_dir, ignore_errors=True)
