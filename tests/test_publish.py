@@ -117,7 +117,7 @@ def test_a_published_page_says_which_run_and_warns_once_the_code_changed(tree):
     notice = next(c for c in nb.cells if "published-run" in c.metadata.get("tags", []))
     assert nb.cells.index(notice) == 2  # after the badge and the introduction
     assert "current" in notice.metadata["tags"] and "{warning}" not in notice.source
-    for words in ("`test-profile` profile on CIFAR-10 (JPEG copy)", "SHA-256 `4f3fe057f096",
+    for words in ("`test-profile` profile on CIFAR-10 (JPEG copy)", "4f3fe057f096…",
                   "7 epochs", "45,000 training", "Some CPU, 2 cores", "commit `0123456789`",
                   "10 minutes", "2026-12-01"):
         assert words in notice.source, words
@@ -135,6 +135,33 @@ def test_a_published_page_says_which_run_and_warns_once_the_code_changed(tree):
     assert "stale" in notice.metadata["tags"]
     assert "{warning}" in notice.source and "1 code cell of the notebook changed" in notice.source
     assert "python -m helpers.book.publish test-profile" in notice.source
+
+
+def test_the_note_shows_the_start_of_the_datasets_digest_and_the_whole_of_it_on_hover(tmp_path):
+    """The published-run note, as the site's MyST parser renders it."""
+    from sphinx.application import Sphinx
+
+    digest = "4f3fe057f096" + "0123456789abcdef" * 3 + "0123"
+    record = {
+        "epochs": 7, "n_train": 45000, "n_test": 10000, "keras_version": "3.x",
+        "backend": "tensorflow", "backend_version": "2.x",
+        "published": {
+            "profile": "p", "commit": "0123456789abcdef", "started_at": "2026-12-01T20:00",
+            "machine": {"cpu": "Some CPU", "cores": 2}, "notebook_seconds": 600.0,
+            "dataset": {"label": "CIFAR-10 (JPEG copy)", "sha256": digest}},
+    }
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "conf.py").write_text('extensions = ["myst_parser"]\n')
+    (source / "index.md").write_text(
+        f"# Page\n\n```{{note}}\n{publish.describe(record)}\n```\n")
+    app = Sphinx(str(source), str(source), str(tmp_path / "out"), str(tmp_path / "doctrees"),
+                 "html", status=None, warning=None, freshenv=True)
+    app.build()
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert len(digest) == 64
+    assert f'<abbr title="SHA-256 {digest}">4f3fe057f096…</abbr>' in page
+    assert page.count(digest) == 1  # once, on hover: the text shows 12 digits
 
 
 def test_the_check_command_reports_stale_runs(tree, monkeypatch, capsys):

@@ -270,7 +270,10 @@ def describe(record: dict) -> str:
     pub = record["published"]
     m = pub["machine"]
     data = pub["dataset"]
-    sha = f" (SHA-256 `{data['sha256'][:12]}…`)" if data.get("sha256") else ""
+    # the first 12 digits in the text, the whole digest on hover (Sphinx's abbr role
+    # puts it in the title; helpers/book/static/book.css sets it in code type)
+    sha = (f" (SHA-256 {{abbr}}`{data['sha256'][:12]}… (SHA-256 {data['sha256']})`)"
+           if data.get("sha256") else "")
     memory = f", {m['memory_gib']:g} GiB" if m.get("memory_gib") else ""
     minutes = pub["notebook_seconds"] / 60
     return (
