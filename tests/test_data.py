@@ -230,6 +230,139 @@ def test_subsets_larger_than_the_data_say_how_many_images_there_are(request_, me
     assert len(load_dataset("digits", n_train=1437, n_test=360).x_test) == 360
 
 
+# stratified_sample: the test images a notebook shows or measures.
+
+from helpers.harness.data import stratified_sample  # noqa: E402
+
+
+def _sorted_labels(counts):
+    """Labels sorted by class, ``counts[c]`` of class ``c``: the worst order for ``x[:n]``."""
+    return np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+
+
+@pytest.mark.parametrize("n", [7, 24, 30, 69])
+def test_stratified_sample_gives_every_class_an_even_share(n):
+    labels = _sorted_labels([30] * 7)
+    counts = np.bincount(labels[stratified_sample(labels, n)], minlength=7)
+    assert counts.sum() == n
+    assert set(counts.tolist()) <= {n // 7, n // 7 + 1}
+    assert (counts == n // 7 + 1).sum() == n % 7
+
+
+def test_stratified_sample_never_repeats_an_index():
+    labels = _sorted_labels([5, 9, 3, 12])
+    for n in (1, 4, 10, 29):
+        indices = stratified_sample(labels, n, seed=n)
+        assert len(np.unique(indices)) == len(indices) == n
+        assert indices.min() >= 0 and indices.max() < len(labels)
+    np.testing.assert_array_equal(np.sort(stratified_sample(labels, 29)), np.arange(29))
+
+
+@pytest.mark.parametrize("n", [6, 7, 13, 40])
+def test_every_prefix_of_a_stratified_sample_as_long_as_the_classes_covers_them(n):
+    labels = _sorted_labels([10, 10, 10, 10, 10, 10])
+    drawn = labels[stratified_sample(labels, n, seed=2)]
+    for length in range(6, n + 1):
+        assert len(set(drawn[:length].tolist())) == 6, (length, drawn)
+
+
+def test_stratified_sample_deals_classes_round_by_round_in_one_order():
+    labels = _sorted_labels([10, 10, 10, 10])
+    drawn = labels[stratified_sample(labels, 12, seed=5)]
+    rounds = drawn.reshape(3, 4)
+    assert all(sorted(row) == [0, 1, 2, 3] for row in rounds.tolist())
+    assert (rounds == rounds[0]).all()  # the same class order every round
+
+
+def test_a_short_class_gives_what_it_has_and_the_others_fill_the_sample():
+    labels = _sorted_labels([2, 40, 40, 1])
+    indices = stratified_sample(labels, 20, seed=1)
+    counts = np.bincount(labels[indices], minlength=4)
+    assert counts[0] == 2 and counts[3] == 1
+    assert sorted(counts[1:3].tolist()) == [8, 9]  # 17 left for two classes
+    assert len(np.unique(indices)) == 20
+    # The short classes come first and then drop out of the rounds.
+    assert len(set(labels[indices[:4]].tolist())) == 4
+
+
+def test_fewer_indices_than_classes_come_from_distinct_classes():
+    labels = _sorted_labels([10] * 8)
+    drawn = labels[stratified_sample(labels, 5, seed=3)]
+    assert len(set(drawn.tolist())) == 5
+
+
+def test_stratified_sample_is_fixed_by_its_seed():
+    labels = _sorted_labels([13, 7, 22, 9, 30])
+    np.testing.assert_array_equal(stratified_sample(labels, 17, seed=4),
+                                  stratified_sample(labels, 17, seed=4))
+    draws = {tuple(stratified_sample(labels, 17, seed=seed).tolist()) for seed in range(10)}
+    assert len(draws) == 10
+    # The seed also picks the classes that get the extra image: 17 = 3 * 5 + 2.
+    extras = {tuple(np.flatnonzero(np.bincount(labels[stratified_sample(labels, 17, seed=seed)])
+                                   == 4).tolist()) for seed in range(20)}
+    assert len(extras) > 3
+
+
+def test_stratified_sample_indexes_labels_that_are_not_0_to_k():
+    labels = np.array([7, 7, 7, 3, 3, 3, 42, 42, 42])
+    indices = stratified_sample(labels, 6)
+    np.testing.assert_array_equal(np.bincount(labels[indices])[[3, 7, 42]], [2, 2, 2])
+
+
+@pytest.mark.parametrize("n", [0, -1, 11, 2.5, True])
+def test_a_sample_size_outside_1_to_the_label_count_names_n(n):
+    with pytest.raises(ValueError, match=r"n must be an integer from 1 to len\(labels\) = 10"):
+        stratified_sample(np.arange(10) % 3, n)
+
+
+def test_stratified_sample_wants_a_vector_of_integer_labels():
+    with pytest.raises(ValueError, match="labels must be a 1-D array of integer class labels"):
+        stratified_sample(np.zeros((4, 1), int), 2)
+    with pytest.raises(ValueError, match="labels must be a 1-D array of integer"):
+        stratified_sample(np.array([0.0, 1.0]), 1)
+
+
+def test_a_stratified_sample_of_digits_test_images_is_mixed(digits):
+    indices = stratified_sample(digits.y_test, 30)
+    np.testing.assert_array_equal(np.bincount(digits.y_test[indices]), [3] * 10)
+
+
+# Dataset.label: how a figure's title names the dataset.
+
+def _tiny(name):
+    x = np.zeros((2, 4, 4, 3), np.uint8)
+    y = np.array([0, 1], np.int32)
+    return data.Dataset(name, x, y, x, y, ["a", "b"])
+
+
+@pytest.mark.parametrize("name,label", [("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"),
+                                        ("digits", "digits")])
+def test_named_datasets_have_readable_labels(name, label):
+    assert _tiny(name).label == label
+
+
+def test_the_label_of_loaded_digits():
+    assert load_dataset("digits", n_train=10, n_test=10).label == "digits"
+
+
+def test_a_dataset_file_or_folder_is_labelled_by_its_name_without_extension(tmp_path):
+    folder = tmp_path / "nested" / "pets"
+    _class_folders(folder)
+    archive = _zip(folder, tmp_path / "nested" / "cifar10-jpeg.zip")
+    npz = _write_npz(tmp_path / "nested" / "shapes-v2.npz", **_valid_arrays())
+    for path, label in ((str(folder), "pets"), (str(folder) + "/", "pets"),
+                        (archive, "cifar10-jpeg"), (npz, "shapes-v2")):
+        loaded = load_dataset(path)
+        assert loaded.label == label, path
+        assert "/" not in loaded.label and "nested" not in loaded.label
+
+
+def test_a_label_is_never_a_path():
+    assert _tiny("/data/x/cifar10-jpeg.zip").label == "cifar10-jpeg"
+    assert _tiny("C:\\data\\Shapes.NPZ").label == "Shapes"
+    assert _tiny("folder.with.dots").label == "folder.with.dots"
+
+
 # Image folders: small ones made here, a few 8x8 images per class in several formats.
 
 from helpers.harness import image_folder  # noqa: E402
@@ -317,7 +450,7 @@ def test_a_train_test_folder_loads_with_classes_from_folder_names(tmp_path):
     assert data.x_test.shape == (3, 8, 8, 3)
     assert data.y_train.dtype == np.int32 and data.y_test.dtype == np.int32
     np.testing.assert_array_equal(np.bincount(data.y_train), [5, 4, 3])
-    np.testing.assert_array_equal(data.y_test, [0, 1, 2])
+    np.testing.assert_array_equal(np.sort(data.y_test), [0, 1, 2])
     # Lossless formats come back exactly, with their label.
     for path in ("train/dog/a.png", "train/owl/c.png", "train/cat/e.bmp", "train/dog/c.webp",
                  "test/owl/t.png"):
@@ -375,6 +508,72 @@ def test_a_split_keeps_an_image_on_each_side_of_every_class(tmp_path):
     np.testing.assert_array_equal(np.bincount(data.y_train), [1, 1])
     with pytest.raises(ValueError, match="test_split must be in \\(0, 1\\)"):
         load_dataset(str(tmp_path / "f"), test_split=0.0)
+
+
+def _numbered_folder(folder, per_class, split=None):
+    """Class folders of 8x8 PNGs whose pixels name their class and number (``_identity``):
+    ``per_class`` images in each of five classes, ``{split}/<class>/NN.png`` with
+    ``split``, else ``<class>/NN.png``. Classes and numbers sort: the listing is class
+    by class."""
+    for label, name in enumerate(("ant", "bee", "cow", "eel", "fox")):
+        for index in range(per_class):
+            path = folder / (split or "") / name / f"{index:02d}.png"
+            _save(path, _picture(label, index))
+    return str(folder)
+
+
+def _identity(images):
+    """``(label, index)`` of each image ``_picture(label, index)`` drew, from its pixels."""
+    green, blue = images[:, 0, 0, 1].astype(int), images[:, 0, 0, 2].astype(int)
+    return (200 - blue) // 50, (green - 30) // 10
+
+
+def test_an_image_folder_sorted_by_class_comes_out_mixed(tmp_path):
+    """The listing is class by class; the first 20 test images are not all one class."""
+    _numbered_folder(tmp_path / "f", per_class=20, split="train")
+    path = _numbered_folder(tmp_path / "f", per_class=10, split="test")
+    data = load_dataset(path)
+    assert len(set(data.y_test[:20].tolist())) >= 3, data.y_test[:20]
+    assert len(set(data.y_train[:20].tolist())) >= 3, data.y_train[:20]
+    assert not np.all(np.diff(data.y_test) >= 0)  # not sorted
+    np.testing.assert_array_equal(np.bincount(data.y_test), [10] * 5)  # every image once
+
+
+@pytest.mark.parametrize("options", [{}, {"n_train": 30, "n_test": 25, "validation_split": 0.2}])
+def test_shuffled_images_keep_their_labels(tmp_path, options):
+    _numbered_folder(tmp_path / "f", per_class=20, split="train")
+    path = _numbered_folder(tmp_path / "f", per_class=10, split="test")
+    data = load_dataset(path, seed=3, **options)
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test),
+                 (data.x_val, data.y_val)):
+        if x is not None:
+            np.testing.assert_array_equal(_identity(x)[0], y)
+
+
+def test_an_image_folder_has_the_same_order_in_every_load_and_for_every_seed(tmp_path):
+    path = _numbered_folder(tmp_path / "f", per_class=10)
+    first, again, other_seed = load_dataset(path), load_dataset(path), load_dataset(path, seed=9)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, key), getattr(first, key))
+        np.testing.assert_array_equal(getattr(other_seed, key), getattr(first, key))
+    zipped = load_dataset(_zip(tmp_path / "f", tmp_path / "f.zip", "inner/"))
+    np.testing.assert_array_equal(zipped.x_test, first.x_test)
+
+
+def test_the_shuffle_holds_out_the_same_test_images_as_the_sorted_split(tmp_path):
+    """Class folders only: the held-out set is still each class's files at the first
+    ``round(test_split * count)`` places of a permutation seeded by the class's name."""
+    import zlib
+
+    path = _numbered_folder(tmp_path / "f", per_class=11)
+    data = load_dataset(path, test_split=0.3)
+    expected = set()
+    for label, name in enumerate(("ant", "bee", "cow", "eel", "fox")):
+        order = np.random.default_rng([0, zlib.crc32(name.encode())]).permutation(11)
+        expected |= {(label, int(index)) for index in order[:3]}  # round(0.3 * 11) = 3
+    labels, numbers = _identity(data.x_test)
+    assert set(zip(labels.tolist(), numbers.tolist())) == expected
+    assert len(data.x_test) == len(expected)
 
 
 @pytest.mark.parametrize("layout", ["split", "classes"])
@@ -479,7 +678,8 @@ def test_images_of_different_sizes_name_two_files_unless_resized(tmp_path):
     _save(folder / "test" / "owl" / "t.png", _picture(2, 0, size=(16, 12)))
     message = _assert_fails(folder, "images differ in size", "is 8x8", "resize_to")
     assert f"{folder}/test/owl/t.png is 16x12" in message
-    assert f"{folder}/train/cat/a.png is 8x8" in message
+    # the other file named is the first one decoded: a training image, 8x8
+    assert re.search(f"{re.escape(str(folder))}/train/[a-z]+/[a-z]\\.[a-z]+ is 8x8", message)
     data = load_dataset(str(folder), resize_to=8)
     assert data.x_test.shape == (3, 8, 8, 3)
     wide = load_dataset(str(folder), resize_to=(6, 10))

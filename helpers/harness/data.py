@@ -15,6 +15,16 @@
 
 Images are ``uint8`` arrays of shape ``(n, height, width, 3)``; labels are
 ``int32`` vectors in ``[0, num_classes)``. Used by every notebook.
+
+The order of the images, before any subset: CIFAR-10 and CIFAR-100 keep their
+official order, which is already mixed (no run of one class); digits come in
+the order of a fixed random split, mixed too; an image folder or ``.zip`` comes
+in a fixed shuffled order (``image_folder.ORDER_SEED``, the same in every run)
+instead of its sorted, class-by-class listing; a ``.npz`` keeps the order of
+its arrays, which may be sorted by class. So ``x_test[:n]`` is only a fair
+look at the test set by luck: a notebook that shows or measures some test
+images takes ``stratified_sample(data.y_test, n)``, which is mixed whatever the
+order.
 """
 
 from __future__ import annotations
@@ -100,6 +110,11 @@ CIFAR100_CLASSES = (
     "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 )
 
+# How pages and figures name the named datasets (``Dataset.label``).
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
+# The extensions ``Dataset.label`` drops from a dataset file's name.
+_DATASET_EXTENSIONS = (".zip", ".npz")
+
 # The digits split is fixed (not tied to the run's seed) so that every run,
 # whatever its seed, is evaluated on the same 360 test images.
 _DIGITS_TEST_SIZE = 360
@@ -115,8 +130,8 @@ class Dataset:
     """Images and labels of one dataset, split into train / validation / test.
 
     ``name`` is the dataset's name, or the file or folder name of a path
-    (``cifar10-jpeg.zip``): pages and records quote it; the full path stays in
-    the run's parameters.
+    (``cifar10-jpeg.zip``): records quote it; the full path stays in the run's
+    parameters. ``label`` is what a figure's title shows.
     """
 
     name: str
@@ -127,6 +142,18 @@ class Dataset:
     class_names: list[str]
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        """A readable name for titles, never a path: ``"CIFAR-10"``, ``"CIFAR-100"``,
+        ``"digits"``, or a dataset file's or folder's name without its ``.zip`` or
+        ``.npz`` extension (``"cifar10-jpeg"`` for ``/data/cifar10-jpeg.zip``)."""
+        if self.name in DATASET_LABELS:
+            return DATASET_LABELS[self.name]
+        base = os.path.basename(os.path.normpath(self.name.replace("\\", "/")))
+        if base.lower().endswith(_DATASET_EXTENSIONS) and len(base) > 4:
+            base = base[:-4]
+        return base
 
     @property
     def num_classes(self) -> int:
@@ -175,7 +202,9 @@ def load_dataset(
         n_test: keep this many test images (random subset); 0 keeps them all.
         validation_split: fraction of the (subset) training images held out
             as a validation set, in ``[0, 1)``.
-        seed: seed of the subset and split draws.
+        seed: seed of the subset and split draws. An image folder's images
+            are first put in a fixed shuffled order, not drawn with ``seed``
+            (see the module's docstring on the order of each kind of dataset).
         test_split: for a folder of class folders without ``train/`` and
             ``test/``: the fraction of each class held out as the test set,
             in ``(0, 1)``, drawn with a fixed seed (the same split every call,
@@ -247,6 +276,76 @@ def load_dataset(
         x_val=x_val,
         y_val=y_val,
     )
+
+
+def stratified_sample(labels, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` indices into ``labels``, spread evenly over the classes and interleaved.
+
+    For the images a notebook shows or measures ("some test images"): a
+    dataset's first ``n`` images may all be of one class (a ``.npz`` saved
+    sorted by class), these never are.
+
+    * No index repeats; every class present gets ``n // k`` or ``n // k + 1``
+      of them (``k`` classes; which classes get the extra one is drawn with
+      ``seed``). A class with fewer images gives all it has and the others
+      share what it leaves, still as evenly as they can.
+    * The indices come class-interleaved: round after round, one of each class
+      that has one left, the classes in an order drawn with ``seed``. Any
+      prefix of ``k`` or more indices covers every class (with ``n >= k``).
+    * Which images of a class are taken is drawn with ``seed`` too: the same
+      seed gives the same indices, another seed other ones.
+
+    Args:
+        labels: 1-D array of integer class labels (``data.y_test``).
+        n: how many indices, from 1 to ``len(labels)``.
+        seed: seed of the draw.
+
+    Returns:
+        ``int64`` indices into ``labels``: ``x[indices]``, ``y[indices]``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
+        raise ValueError(
+            f"labels must be a 1-D array of integer class labels, got dtype {labels.dtype} "
+            f"and shape {labels.shape}"
+        )
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(labels):
+        raise ValueError(f"n must be an integer from 1 to len(labels) = {len(labels)}, got {n!r}")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = _even_quotas(counts, int(n), rng)
+    # Each class's images, shuffled; the class takes its first ``quota``.
+    members = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quotas)]
+    order = rng.permutation(len(classes))
+    rounds = [[members[c][r] for c in order if r < len(members[c])]
+              for r in range(int(quotas.max()))]
+    return np.array([index for round_ in rounds for index in round_], dtype=np.int64)
+
+
+def _even_quotas(counts: np.ndarray, n: int, rng) -> np.ndarray:
+    """How many images each class gives to a sample of ``n``: as even as ``counts`` allows.
+
+    A class with no more images than an even share gives them all; the rest is
+    shared evenly among the others, the remainder one each to classes drawn
+    with ``rng``.
+    """
+    quotas = np.zeros(len(counts), dtype=np.int64)
+    open_ = np.ones(len(counts), dtype=bool)
+    left = n
+    while open_.any():
+        share = left // int(open_.sum())
+        full = open_ & (counts <= share)
+        if not full.any():
+            # Every open class has more than ``share`` images: each gives
+            # ``share``, and the remainder goes one each to drawn classes.
+            quotas[open_] = share
+            extra = left - share * int(open_.sum())
+            quotas[rng.choice(np.flatnonzero(open_), size=extra, replace=False)] += 1
+            break
+        quotas[full] = counts[full]
+        left -= int(counts[full].sum())
+        open_ &= ~full
+    return quotas
 
 
 def _size(resize_to) -> tuple[int, int] | None:

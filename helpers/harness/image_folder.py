@@ -13,6 +13,14 @@ may be wrapped in one top-level folder (``cifar10/train/...``). Class names are
 the class folders' names, sorted: a class's label is its index in that order.
 Images may lie deeper inside their class folder.
 
+The train and test images come in a shuffled order, not class by class: a
+listing sorts the files, so every class would otherwise sit in one block and
+the first images of a split would all be of class 0. The shuffle is drawn
+with ``ORDER_SEED``, a constant of the dataset, not the run's seed: every run
+sees the same order, and the same test images under a subset of a given seed
+(``load_dataset``'s ``n_test`` draws positions in this order). A folder and a
+``.zip`` of it list the same files and come in the same order.
+
 An image is a file whose extension is one of ``IMAGE_EXTENSIONS`` (any case);
 every other file, and everything hidden (``.DS_Store``, ``.ipynb_checkpoints/``,
 a zip's ``__MACOSX/``), is skipped and counted. Listing reads no image:
@@ -43,6 +51,9 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".t
 # The test split of a folder of class folders is drawn with this seed (and the
 # class's name), not the run's: every run is evaluated on the same images.
 SPLIT_SEED = 0
+# The train and test images are shuffled with this seed (and the split's
+# name), not the run's: a split's order is the same in every run.
+ORDER_SEED = 0
 # A load of more images than this prints its progress every so many images.
 PROGRESS_EVERY = 10_000
 _MACOS_FOLDER = "__MACOSX"  # what macOS adds to the zips it makes
@@ -157,13 +168,15 @@ def _join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
 
-def list_image_folder(path: str, test_split: float = 0.2):
+def list_image_folder(path: str, test_split: float = 0.2, shuffle: bool = True):
     """The train and test ``ImageFiles``, class names and skipped files of an image folder.
 
     Returns ``(train, test, class_names, skipped)``; ``skipped`` lists the files
     that are not images of a class folder. ``test_split`` is the fraction of
     each class held out for testing when the folder has no ``train/`` and
-    ``test/`` folders.
+    ``test/`` folders. With ``shuffle`` (the default) each split comes in the
+    fixed shuffled order of ``ORDER_SEED``; without it, class by class, each
+    class's files sorted by path.
     """
     source = open_source(path)
     root = _dataset_root(source)
@@ -180,7 +193,15 @@ def list_image_folder(path: str, test_split: float = 0.2):
     test = _labelled(source, test_classes)
     used = set(train.paths) | set(test.paths)
     skipped = [f for f in source.files if f not in used]
+    if shuffle:
+        train, test = _shuffled(train, "train"), _shuffled(test, "test")
     return train, test, class_names, skipped
+
+
+def _shuffled(files: ImageFiles, split: str) -> ImageFiles:
+    """``files`` in the fixed order that ``ORDER_SEED`` and the split's name give."""
+    rng = np.random.default_rng([ORDER_SEED, zlib.crc32(split.encode())])
+    return files.take(rng.permutation(len(files)))
 
 
 def _dataset_root(source: Source) -> str:
@@ -340,7 +361,8 @@ def _sizes_differ(source, first, first_shape, other, other_shape) -> str:
 
 
 def peek(path: str, test_split: float = 0.2, resize_to: tuple[int, int] | None = None):
-    """``(image_shape, num_classes)`` of an image folder from its listing and one image."""
-    train, _, class_names, _ = list_image_folder(path, test_split)
+    """``(image_shape, num_classes)`` of an image folder from its listing and one image
+    (the first training image by path)."""
+    train, _, class_names, _ = list_image_folder(path, test_split, shuffle=False)
     first = decode(train.take([0]), resize_to, progress=None)
     return tuple(first.shape[1:]), len(class_names)
