@@ -1,7 +1,10 @@
 """Data-parallel training on two virtual CPU devices matches single-device training.
 
 Each run is a subprocess: the number of CPU devices is fixed when JAX or
-TensorFlow starts (XLA_FLAGS for JAX, logical devices for TensorFlow).
+TensorFlow starts (XLA_FLAGS for JAX, logical devices for TensorFlow). Those
+runs are slow; the checks without training (the PyTorch refusal, a disabled
+block) are quick, so they run in every backend's quick session, the PyTorch
+refusal in the PyTorch one.
 """
 
 import json
@@ -15,9 +18,7 @@ import numpy as np
 import pytest
 
 from helpers.book.runner import cpu_device_flags
-from helpers.harness.distribute import data_parallel
-
-pytestmark = pytest.mark.slow
+from helpers.harness.distribute import data_parallel, use_data_parallel
 
 # Two virtual CPU devices, with XLA's collective timeouts raised well above the
 # length of these runs (see cpu_device_flags).
@@ -65,6 +66,7 @@ def run(backend, mode, n_train=648, n_test=202):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_two_device_training_matches_one_device(backend):
     # 518 / 130 / 202 images: partial last batches of 6, 2 and 10 images.
@@ -80,17 +82,31 @@ def test_two_device_training_matches_one_device(backend):
         np.testing.assert_allclose(ours, reference, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_runs_on_splits_that_do_not_divide_evenly():
     """517 / 130 / 201 images on 2 devices: JAX needs even batches, the helper trims."""
     result = run("jax", "parallel", n_train=647, n_test=201)
     assert result["replicas"] == 2 and result["test_top1"] > 0.5
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's message")
+# The PyTorch session (KERAS_BACKEND=torch, quick tests only) runs these two.
+only_on_torch = pytest.mark.skipif(keras.backend.backend() != "torch",
+                                   reason="the PyTorch backend's refusal")
+
+
+@only_on_torch
 def test_data_parallel_on_torch_says_what_to_use_instead():
-    with pytest.raises(ValueError, match="JAX and TensorFlow backends"):
+    with pytest.raises(ValueError, match="JAX and TensorFlow backends, not 'torch'.*"
+                                         "data_parallel=False"):
         with data_parallel():
             pass
+
+
+@only_on_torch
+def test_a_notebook_asking_for_data_parallel_on_torch_is_refused():
+    with pytest.raises(ValueError, match="JAX and TensorFlow backends, not 'torch'"):
+        use_data_parallel(True)
+    assert use_data_parallel(False) == ["default device"]
 
 
 def test_disabled_data_parallel_is_one_default_device():
@@ -107,6 +123,7 @@ NOTEBOOK_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NOTEBOOK_RUNS))
 def test_a_notebook_trains_data_parallel_on_two_jax_devices(tmp_path, name):
     import nbformat
