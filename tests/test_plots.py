@@ -77,7 +77,8 @@ def test_explorer_links_its_slider_to_one_picture_per_patch_size():
         img = BeautifulSoup(page.value, "html.parser").img
         assert base64.b64decode(img["src"].removeprefix("data:image/png;base64,")).startswith(
             b"\x89PNG")
-        assert f"{size}x{size}-pixel grid" in img["alt"]
+        grid = 16 // size
+        assert f"its {grid}x{grid} grid of {size}x{size}-pixel patches" in img["alt"]
         assert f"its {(16 // size) ** 2} patches" in img["alt"]
     links = [w for w in widgets.Widget.widgets.values() if isinstance(w, Link)]
     assert any(link.source == (slider, "index") and link.target == (stack, "selected_index")
@@ -101,7 +102,8 @@ def test_without_a_stack_widget_the_explorer_shows_one_picture_and_says_why(monk
     assert f"ipywidgets {widgets.__version__} has no <code>Stack</code>" in notice.value
     assert "patch size 4 only" in notice.value
     img = BeautifulSoup(page.value, "html.parser").img
-    assert "4x4-pixel grid" in img["alt"] and img["src"].startswith("data:image/png;base64,")
+    assert "4x4 grid of 4x4-pixel patches" in img["alt"]
+    assert img["src"].startswith("data:image/png;base64,")
 
 
 def test_token_maps_draw_one_panel_per_map_with_the_query_outlined():
@@ -146,3 +148,102 @@ def test_animation_player_is_self_contained():
     assert "<link" not in page and "http" not in page
     assert page.count("data:image/png;base64") == 3 and "fa-play" in page
     assert page.count('<img alt="A line &quot;rising&quot;" id=') == 1
+
+
+def test_patch_titles_give_the_grid_per_side_and_the_patch_size_apart():
+    """A 32 px image in 4 px patches is an 8x8 grid, not a "4x4 grid"."""
+    image = np.random.default_rng(5).uniform(0, 255, (32, 32, 3))
+    for size, grid in ((4, 8), (16, 2)):
+        fig = plot_patches(image, grid_patches(image, size), size)
+        assert fig.axes[0].get_title() == (f"32x32 image: {grid}x{grid} grid\n"
+                                           f"of {size}x{size} px patches")
+
+
+def png_width(fig):
+    """Width in pixels of ``fig`` as the inline backend saves it (tight box, FIGURE_DPI)."""
+    import io
+
+    from PIL import Image
+
+    from helpers.harness.plots import FIGURE_DPI
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    with Image.open(buffer) as image:
+        return image.width
+
+
+def test_figure_size_never_exceeds_the_page():
+    from helpers.harness.plots import PAGE_WIDTH, figure_size
+
+    assert figure_size(3) == (PAGE_WIDTH, 3)
+    assert figure_size(2, 4.0) == (4.0, 2)
+    assert figure_size(2, 3 * PAGE_WIDTH) == (PAGE_WIDTH, 2)
+    with pytest.raises(ValueError):
+        figure_size(0)
+
+
+def test_the_inline_backend_draws_at_the_dpi_the_sizes_assume():
+    from helpers.harness.plots import FIGURE_DPI
+
+    assert matplotlib.rcParamsDefault["figure.dpi"] == FIGURE_DPI
+
+
+def test_shared_figures_fit_the_page_with_legible_text():
+    """Drawn no wider than the column, so shown unshrunk, every text at least 9 px."""
+    from helpers.harness.plots import MIN_FONT_PT, PAGE_WIDTH_PX, plot_predictions
+
+    rng = np.random.default_rng(6)
+    image = rng.uniform(0, 255, (32, 32, 3))
+    history = {m: [1, 2, 3] for m in ("loss", "val_loss", "accuracy", "val_accuracy",
+                                      "top5_accuracy", "val_top5_accuracy")}
+    figures = [
+        plot_learning_curves(history, title="ViT on CIFAR-10"),
+        plot_patches(image, grid_patches(image, 4), 4),
+        plot_token_maps(image, [rng.uniform(size=(8, 8))] * 4, titles=["block 1, query (4, 4)"] * 4,
+                        title="where two query patches look, on a test image of class airplane"),
+        plot_predictions(rng.uniform(0, 255, (6, 32, 32, 3)), rng.dirichlet(np.ones(10), 6),
+                         [f"class {i}" for i in range(10)], labels=np.arange(6)),
+    ]
+    for fig in figures:
+        texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+        assert min(t.get_fontsize() for t in texts) >= MIN_FONT_PT
+        assert png_width(fig) <= PAGE_WIDTH_PX, fig.axes[0].get_title()
+
+
+def test_spread_points_give_every_series_its_own_place_and_marker():
+    import matplotlib.pyplot as plt
+
+    from helpers.harness.plots import spread_points
+
+    fig, ax = plt.subplots()
+    values = np.full((3, 4), 5.0)  # four heads at the same distance: the hidden-head case
+    artists = spread_points(ax, [1, 2, 3], values, labels=[f"head {h}" for h in range(4)])
+    xs = [a.get_offsets()[:, 0] for a in artists]
+    assert len({tuple(x) for x in xs}) == 4  # no two series at the same place
+    assert all(np.all(np.abs(x - [1, 2, 3]) <= 0.25 + 1e-9) for x in xs)
+    markers = [a.get_paths()[0].vertices.tobytes() for a in artists]
+    assert len(set(markers)) == 4
+    plt.close(fig)
+
+
+def test_fit_limits_frame_the_spread_not_zero():
+    from helpers.harness.plots import fit_limits
+
+    low, high = fit_limits([[10.0, 11.0], [12.0, 14.0]], margin=0.25)
+    assert (low, high) == (9.0, 15.0)
+    assert fit_limits([5.0, 5.0]) == (4.25, 5.75)  # one value: a margin around it
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_read_outs_become_float32_numpy_whatever_the_compute_dtype(dtype):
+    import keras
+
+    from helpers.harness.plots import to_float32_numpy
+
+    tensor = keras.ops.cast(keras.ops.convert_to_tensor([[0.5, 1.5], [2.0, -1.0]]), dtype)
+    out = to_float32_numpy(tensor)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0.5, 1.5], [2.0, -1.0]])
+    np.testing.assert_array_equal(to_float32_numpy(keras.ops.convert_to_numpy(tensor)), out)
+    assert np.isfinite(out.max())  # what failed in matplotlib on bfloat16

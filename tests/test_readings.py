@@ -61,3 +61,34 @@ def test_bad_temperature_inputs_are_refused():
         temperature_reading([1.0], 0)
     with pytest.raises(ValueError, match="one entry per block"):
         temperature_reading([], 1.0)
+
+
+def test_a_band_at_the_grids_nyquist_frequency_alternates_patch_to_patch():
+    from helpers.harness.readings import fourier_band_reading
+
+    text = fourier_band_reading(16, 7.5)  # (16 - 1) / 2
+    assert "changes sign from every patch to the next wherever it is not zero" in text
+    assert "That is the grid's Nyquist frequency" in text
+
+
+def test_the_perceivers_highest_band_is_above_nyquist_and_beats():
+    """f = grid / 2 (the notebook's highest band) is half a unit above (grid - 1) / 2:
+    on 16 positions the cosine keeps its sign once, in the middle, and fades there."""
+    from helpers.harness.readings import fourier_band_reading
+
+    x = np.linspace(-1, 1, 16)
+    cosine = np.cos(np.pi * 8 * x)
+    assert ((cosine[:-1] * cosine[1:]) > 0).sum() == 1 and np.abs(cosine).min() < 0.11
+    text = fourier_band_reading(16, 8.0)
+    assert "changes sign between 96% of the pairs of neighbouring patches" in text
+    assert "Nyquist frequency, (μ − 1)/2 = 7.5, is below it" in text
+    assert "swells and fades" in text
+
+
+def test_a_low_band_is_described_by_its_periods():
+    from helpers.harness.readings import fourier_band_reading
+
+    text = fourier_band_reading(16, 1.0)
+    assert "is above it: the band completes 1 period across the image." in text
+    with pytest.raises(ValueError):
+        fourier_band_reading(1, 1.0)

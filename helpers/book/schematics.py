@@ -8,19 +8,31 @@ L blocks). Dashed frames hold the parts that repeat (``× L``) or belong
 together, and red boxes mark what a paper changes. ``ALT_TEXT`` describes each
 figure in words for the pages' ``alt`` attributes.
 
+Where a model's structure depends on its parameters (ShiftViT's stages: how
+many, how many blocks each, at which size), the schematic is drawn from them:
+``draw("shiftvit", p)`` with the run's parameters ``p``, which the ShiftViT
+notebook does in a cell, so its page shows the stages the run trained. The
+other models' drawings are symbolic (``× L`` blocks, ``× num_iterations``) and
+hold for any parameters.
+
 The book's runner writes the PNGs into the build tree's ``book/schematics/``
-(``write_all``) and the paper pages embed them from their Markdown; the same
-files come from ``python -m helpers.book.schematics OUTDIR``. Nothing here
+(``write_all``, each model with its notebook's defaults) and the paper pages
+embed them from their Markdown; the same files come from
+``python -m helpers.book.schematics OUTDIR``. ``schematic_png`` saves a figure
+at the resolution that makes it as wide as the site's content column
+(``helpers.harness.plots.PAGE_WIDTH_PX``), so it is shown at the size it is
+drawn, its 9-point text at least ``MIN_TEXT_PX`` pixels tall. Nothing here
 imports Keras: the figures follow the notebooks' builders (``helpers.papers``)
 by hand, so a change of architecture there needs its schematic redrawn here.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -28,12 +40,17 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.path import Path as LinePath
 from matplotlib.transforms import Bbox
 
+from helpers.harness.plots import MIN_TEXT_PX, PAGE_WIDTH_PX
+
 WIDTH = 10.0  # inches; the figures' coordinates are inches from the lower-left corner
 FONT = 9.5  # box titles and frame labels; details and shapes are 9 pt
 SMALL = 9.0
-GAP = 0.32  # least space between two boxes, in inches
-PAD = 0.09  # inside a box, around its text
+GAP = 0.26  # least space between two boxes, in inches
+PAD = 0.07  # inside a box, around its text
 FRAME_PAD = 0.12  # between a dashed frame and the boxes it holds
+# The widest drawing whose SMALL text, saved at the page's width, keeps MIN_TEXT_PX
+# pixels (less the margins save() leaves): rows that wrap (Sketch.flow) stay within it.
+CONTENT_WIDTH = PAGE_WIDTH_PX * SMALL / (72 * MIN_TEXT_PX) - 0.2
 INK = "#333333"
 COLORS = {  # (fill, edge) of each kind of box
     "data": ("#eeeeee", "#888888"),  # inputs, learned arrays, outputs
@@ -191,7 +208,7 @@ class Sketch:
         """
         row = self.item(y, chain[0], left)
         for label, item in zip(chain[1::2], chain[2::2]):
-            width = self.measure(label)[0] + 0.16 if label else 0.0
+            width = self.measure(label)[0] + 0.12 if label else 0.0
             following = self.item(y, item, row.right + max(GAP, width))
             self.arrow([(row.boxes[-1].right, y), (following.boxes[0].left, y)])
             if label:
@@ -211,6 +228,39 @@ class Sketch:
         right = inner.right + FRAME_PAD
         label_top = self.frame(left, bottom, right, top, item.label)
         return Row(inner.boxes, left, right, label_top, bottom)
+
+    def width(self, chain: Chain) -> float:
+        """The width, in inches, that ``chain`` of ``Node`` s would take in one row."""
+        total = 0.0
+        for index, node in enumerate(chain[::2]):
+            tw = self.measure(node.title, fontsize=FONT, fontweight="bold")[0]
+            dw = self.measure(node.detail, linespacing=1.15)[0] if node.detail else 0.0
+            total += max(tw, dw, 0.45) + 2 * PAD
+            if index:
+                label = chain[2 * index - 1]
+                total += max(GAP, self.measure(label)[0] + 0.12 if label else 0.0)
+        return total
+
+    def flow(self, top: float, chain: Chain, pitch: float, left: float = 0.05,
+             first_width: float = CONTENT_WIDTH) -> list:
+        """``chain`` of ``Node`` s left to right in rows ``pitch`` inches apart, from
+        height ``top`` down, a new row whenever the next box would pass the
+        drawing's widest (``CONTENT_WIDTH``; the first row has ``first_width``); rows are
+        joined by ``turn`` arrows. Returns the drawn ``Row`` s."""
+        rows, current, limit = [], [chain[0]], first_width
+        for label, node in zip(chain[1::2], chain[2::2]):
+            if self.width(current + [label, node]) > limit:
+                rows.append((current, label))
+                current, limit = [node], CONTENT_WIDTH
+            else:
+                current += [label, node]
+        rows.append((current, None))
+        drawn = []
+        for index, (row, _) in enumerate(rows):
+            drawn.append(self.chain(top - index * pitch, row, left))
+        for (_, label), upper, lower in zip(rows, drawn, drawn[1:]):
+            self.turn(upper.boxes[-1], lower.boxes[0], gap_between(upper, lower), label)
+        return drawn
 
     def turn(self, start: Box, end: Box, y: float, label: str | None = None):
         """An arrow from the bottom of ``start`` down to height ``y``, across, and
@@ -302,7 +352,7 @@ def perceiver() -> Figure:
         Group([
             Node("cross-attention", "Q: latents\nK, V: inputs\ncost O(M·N)", "block"),
             "(N, D)", Node("feedforward", "x + MLP(LN(x))", "block"),
-            "(N, D)", Node("self-attention", "over the N latents\n× blocks", "block"),
+            "(N, D)", Node("self-attention", "over N latents\n× blocks", "block"),
         ], "× num_iterations"),
         "(N, D)", Node("LayerNorm", "average of\nthe latents"),
         "(D)", Node("head", "Dense + GELU,\nDense → logits:\n(classes)", "data"),
@@ -339,43 +389,94 @@ def cct() -> Figure:
     return s.fig
 
 
-def shiftvit() -> Figure:
-    """ShiftViT: four stages of shift blocks (no attention), patch merging between them."""
-    s = Sketch(3.9)
+# The ShiftViT notebook's defaults (the Keras example's model), which ``shiftvit``
+# draws when given no parameters; tests check them against helpers.papers.shiftvit.
+SHIFTVIT_DEFAULTS = {"image_size": 52, "crop_size": 48, "patch_size": 4, "projected_dim": 96,
+                     "num_shift_blocks_per_stages": [2, 4, 8, 2], "num_div": 12,
+                     "shift_pixel": 1, "mlp_expand_ratio": 2}
 
-    def stage(index: int, side: str, channels: str) -> Node:
-        return Node(f"stage {index}", f"{side} × {side.replace('H', 'W')} × {channels}\n"
-                    f"n{'₁₂₃₄'[index - 1]} shift blocks", "block")
 
-    merge = Node("merge", "LN, conv 2×2,\nstride 2")
-    top = s.chain(3.35, [
+def _parameter(p: Any, name: str):
+    """``p.name`` or ``p[name]``: a notebook's ``Parameters`` or a plain dict."""
+    return p[name] if isinstance(p, dict) else getattr(p, name)
+
+
+def shiftvit_stages(p: Any = None) -> list[tuple[int, int, int]]:
+    """``(side, channels, blocks)`` of each stage of the ShiftViT that ``p`` builds:
+    the crop cut into patches, then halved (rounded up) and doubled per merge."""
+    p = SHIFTVIT_DEFAULTS if p is None else p
+    side, channels = _parameter(p, "crop_size") // _parameter(p, "patch_size"), _parameter(
+        p, "projected_dim")
+    stages = []
+    for blocks in _parameter(p, "num_shift_blocks_per_stages"):
+        stages.append((side, channels, int(blocks)))
+        side, channels = -(-side // 2), 2 * channels
+    return stages
+
+
+def _blocks(n: int) -> str:
+    return f"{n} shift block" + ("" if n == 1 else "s")
+
+
+def shiftvit(p: Any = None) -> Figure:
+    """ShiftViT as the parameters ``p`` build it (the notebook's defaults without):
+    its stages of shift blocks (no attention), patch merging between them, and
+    one shift block in detail."""
+    p = SHIFTVIT_DEFAULTS if p is None else p
+    stages = shiftvit_stages(p)
+    patch, crop = _parameter(p, "patch_size"), _parameter(p, "crop_size")
+    num_div, shift_pixel = _parameter(p, "num_div"), _parameter(p, "shift_pixel")
+    ratio = _parameter(p, "mlp_expand_ratio")
+    s = Sketch(3.0 + 1.3 * (2 * len(stages) + 4))
+    top = s.ax.get_ylim()[1] - 0.55
+    chain: Chain = [
         Node("image", "(H, W, 3)", "data"), None,
-        Node("augmentation", "rescale, resize,\ncrop; training: flip"),
-        "(H, W, 3)", Node("patch embedding", "conv P×P, stride P"),
-        None, stage(1, "H/P", "C"), None, merge, None, stage(2, "H/2P", "2C"),
-    ])
-    middle = s.chain(2.05, [
-        merge, None, stage(3, "H/4P", "4C"), None, merge, None, stage(4, "H/8P", "8C"),
-        None, Node("global average", "pooling"), "(8C)", LOGITS,
-    ])
-    s.turn(top.boxes[-1], middle.boxes[0], gap_between(top, middle))
-    block = s.chain(0.6, [
+        Node("augmentation", f"rescale, resize to {_parameter(p, 'image_size')},\n"
+             f"crop {crop}; training: flip"),
+        f"({crop}, {crop}, 3)",
+        Node("patch embedding", f"conv {patch}×{patch}, stride {patch}"),
+    ]
+    for index, (side, channels, blocks) in enumerate(stages, start=1):
+        if index > 1:
+            chain += [None, Node("merge", "LN, conv 2×2,\nstride 2")]
+        chain += [f"({side}, {side}, {channels})" if index == 1 else None,
+                  Node(f"stage {index}", f"{side}×{side}×{channels}\n{_blocks(blocks)}",
+                       "block")]
+    chain += [None, Node("global average", "pooling"), f"({stages[-1][1]})", LOGITS]
+    rows = s.flow(top, chain, pitch=1.3)
+    y = rows[-1].bottom - 1.25
+    moved = "4 channel groups" if num_div == 4 else f"4 of {num_div} channel\ngroups"
+    block = s.chain(y, [
         Group([
-            Node("shift", "4 of num_div channel\ngroups move 1 pixel:\n"
+            Node("shift", f"{moved} move {shift_pixel} px:\n"
                  "← → ↑ ↓, no parameters", "new"),
-            None, Node("LayerNorm"), None, Node("MLP", "Dense to r·c, GELU,\nDense to c"),
+            None, Node("LayerNorm"), None,
+            Node("MLP", f"Dense to {ratio}·c, GELU,\nDense to c"),
             "drop path", Node("+", "", "data"),
         ], "one shift block on (h, w, c), in every stage", room=0.3),
-    ], left=1.5)
+    ], left=0.6)
     shift, plus = block.boxes[0], block.boxes[-1]
     x = shift.right + GAP / 2
     s.arrow([(x, shift.y), (x, shift.top + 0.2), (plus.x, shift.top + 0.2), (plus.x, plus.top)],
             "residual: x")
-    s.legend(block.right + 0.2, 0.6, "new", "replaces attention")
+    s.legend(block.right + 0.2, y, "new", "replaces attention")
     return s.fig
 
 
-SCHEMATICS: dict[str, Callable[[], Figure]] = {
+def shiftvit_caption(p: Any = None) -> str:
+    """One sentence on the stages ``shiftvit(p)`` draws, from the same parameters."""
+    stages = shiftvit_stages(p)
+    described = [f"{_blocks(blocks)} on {side}×{side}×{channels} maps"
+                 for side, channels, blocks in stages]
+    joined = (described[0] if len(described) == 1
+              else ", ".join(described[:-1]) + " and " + described[-1])
+    count = "one stage" if len(stages) == 1 else f"{len(stages)} stages"
+    return (f"The data flow of this run's ShiftViT, drawn from its parameters by the book "
+            f"(`helpers/book/schematics.py`): {count}, {joined}, with patch merging "
+            f"between them; below, one shift block.")
+
+
+SCHEMATICS: dict[str, Callable[..., Figure]] = {
     "vit": vit,
     "spt_lsa": spt_lsa,
     "perceiver": perceiver,
@@ -403,11 +504,12 @@ ALT_TEXT: dict[str, str] = {
            "of width D with an optional position embedding, L transformer blocks with "
            "stochastic depth, LayerNorm, sequence pooling (softmax of a Dense score per token, "
            "weighted average), Dense logits",
-    "shiftvit": "Data flow of ShiftViT: image, P×P patch embedding convolution, four stages "
-                "of shift blocks at H/P, H/2P, H/4P and H/8P with C, 2C, 4C and 8C channels, "
-                "patch merging between stages, global average pooling, Dense logits; each "
-                "shift block moves 4 channel groups one pixel left, right, up and down (no "
-                "parameters), then x + drop path(MLP(LayerNorm(x)))",
+    "shiftvit": "Data flow of ShiftViT as the run's parameters build it: image, patch "
+                "embedding convolution, then the run's stages of shift blocks, each box giving "
+                "its feature map (side × side × channels) and number of blocks, patch merging "
+                "(halving the map, doubling the channels) between stages, global average "
+                "pooling, Dense logits; below, one shift block: 4 channel groups move left, "
+                "right, up and down (no parameters), then x + drop path(MLP(LayerNorm(x)))",
 }
 
 
@@ -419,23 +521,48 @@ def content_box(fig: Figure) -> Bbox:
     return Bbox.union(extents).transformed(fig.dpi_scale_trans.inverted())
 
 
-def draw(name: str) -> Figure:
-    """The schematic of model ``name`` (a key of ``SCHEMATICS``)."""
+# Models whose drawing depends on their parameters: draw(name, p) passes them on.
+PARAMETRIZED = ("shiftvit",)
+
+
+def draw(name: str, p: Any = None) -> Figure:
+    """The schematic of model ``name`` (a key of ``SCHEMATICS``); for a model of
+    ``PARAMETRIZED``, as the parameters ``p`` build it (its notebook's defaults
+    when ``p`` is None)."""
     if name not in SCHEMATICS:
         raise KeyError(f"no schematic {name!r}; known: {', '.join(SCHEMATICS)}")
-    return SCHEMATICS[name]()
+    return SCHEMATICS[name](p) if name in PARAMETRIZED else SCHEMATICS[name]()
 
 
-def write_all(folder: Path, dpi: int = 110) -> list[Path]:
+def page_dpi(fig: Figure, pad: float = 0.05) -> float:
+    """The resolution at which the schematic ``fig`` (cropped to its drawing,
+    ``pad`` inches around) is exactly as wide as the site's content column."""
+    return PAGE_WIDTH_PX / content_box(fig).padded(pad).width
+
+
+def save(fig: Figure, target, pad: float = 0.05) -> None:
+    """Save ``fig`` as PNG to ``target`` (a path or a binary file), cropped to its
+    drawing and at the page's width (``page_dpi``); the same bytes every time."""
+    fig.savefig(target, format="png", dpi=page_dpi(fig, pad),
+                bbox_inches=content_box(fig).padded(pad), facecolor="white",
+                metadata={"Software": None})
+
+
+def schematic_png(name: str, p: Any = None) -> bytes:
+    """``draw(name, p)`` as PNG bytes at the page's width, for a notebook to show."""
+    buffer = io.BytesIO()
+    save(draw(name, p), buffer)
+    return buffer.getvalue()
+
+
+def write_all(folder: Path) -> list[Path]:
     """Write ``<folder>/<name>.png`` for every model (the same bytes every time)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in SCHEMATICS:
         path = folder / f"{name}.png"
-        fig = draw(name)
-        fig.savefig(path, dpi=dpi, bbox_inches=content_box(fig).padded(0.05),
-                    facecolor="white", metadata={"Software": None})
+        save(draw(name), path)
         paths.append(path)
     return paths
 

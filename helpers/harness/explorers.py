@@ -60,7 +60,9 @@ def patch_size_explorer(
         patches = np.asarray(extract_patches(image, size))
         fig = plot_patches(image, patches, size)
         height, width = np.shape(image)[:2]
-        alt = (f"Left: the {height}x{width} image with a {size}x{size}-pixel grid drawn on it. "
+        rows, cols = height // size, width // size
+        alt = (f"Left: the {height}x{width} image with its {rows}x{cols} grid of "
+               f"{size}x{size}-pixel patches drawn on it. "
                f"Right: its {len(patches)} patches in reading order, each a token of "
                f"{patches.shape[-1]} values; smaller patches mean more, smaller tokens.")
         return picture(figure_png(fig), alt)

@@ -1,4 +1,16 @@
-"""Figures shared by the notebooks: learning curves and patch grids."""
+"""Figures shared by the notebooks: learning curves and patch grids, and how big
+every figure of the book is drawn.
+
+**Sizes.** A figure in a notebook's output is a PNG drawn at ``FIGURE_DPI``
+pixels per inch (matplotlib's default ``figure.dpi``, which the inline backend
+uses); the site shows it at its natural width unless the page's content column
+is narrower, and then shrinks it, text and all. Every figure of the book is
+therefore at most ``PAGE_WIDTH`` inches wide (the column, ``PAGE_WIDTH_PX``
+pixels at a 1280 px window), so that it is shown at the size it was drawn and
+its smallest text (``MIN_FONT_PT``, 9 px) stays legible. ``figure_size`` gives a
+figure's ``figsize``; the schematics (``helpers.book.schematics``) and the
+explorers' pictures (``figure_png``) use the same constants.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +20,72 @@ import re
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+# Pixels per inch of the PNGs in the notebooks' outputs: matplotlib's default
+# figure.dpi, which the inline backend draws at (and figure_png saves at).
+FIGURE_DPI = 100
+# Width of a figure in a page of the site (sphinx-book-theme) in a 1280 px wide
+# browser window, measured on the built site in headless Chromium: the content
+# column is 688 px wide (752 px of article less 32 px padding each side) and a
+# {figure} directive's image 672 px. A figure drawn wider is shown shrunk.
+PAGE_WIDTH_PX = 672
+PAGE_WIDTH = PAGE_WIDTH_PX / FIGURE_DPI  # inches at FIGURE_DPI
+# The smallest text a figure may hold: 9 px on the page, in points at FIGURE_DPI.
+MIN_TEXT_PX = 9
+MIN_FONT_PT = MIN_TEXT_PX * 72 / FIGURE_DPI
+
+
+def figure_size(height: float, width: float = PAGE_WIDTH) -> tuple[float, float]:
+    """``figsize`` (inches) of a figure of the book: ``width`` (the page's width
+    by default), never wider than the page, and ``height``."""
+    if not height > 0 or not width > 0:
+        raise ValueError(f"a figure needs a positive size, got {width!r} x {height!r}")
+    return (min(width, PAGE_WIDTH), height)
+
+
+def to_float32_numpy(x) -> np.ndarray:
+    """Any tensor or array, of any float dtype, as a float32 NumPy array.
+
+    What leaves a model for a picture, a NumPy statistic or a record goes
+    through this: under ``precision="mixed_bfloat16"`` layers compute in
+    bfloat16, and a bfloat16 tensor cannot become a NumPy array on PyTorch,
+    while JAX's bfloat16 arrays break matplotlib and some NumPy functions.
+    """
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)):
+        return np.asarray(x).astype(np.float32)
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
+
+
+def spread_points(ax, x, values, labels=None, width: float = 0.5, **style):
+    """One series of points per column of ``values`` around each ``x``, side by side.
+
+    ``values``: (len(x), series), e.g. a value per block (x) and head (series).
+    Series are offset across ``width`` (in units of x) and each gets its own
+    marker, so that no series hides another where their values coincide.
+    Returns the scatter artists, one per series.
+    """
+    values = np.asarray(values, dtype="float64")
+    x = np.asarray(x, dtype="float64")
+    series = values.shape[1]
+    offsets = (np.linspace(-width / 2, width / 2, series) if series > 1 else np.zeros(1))
+    markers = "osD^vP*Xph<>"
+    artists = []
+    for index in range(series):
+        artists.append(ax.scatter(
+            x + offsets[index], values[:, index], marker=markers[index % len(markers)],
+            label=labels[index] if labels is not None else None, **style))
+    return artists
+
+
+def fit_limits(values, margin: float = 0.15) -> tuple[float, float]:
+    """Axis limits around ``values`` (any shape, NaNs ignored) with ``margin`` of
+    their range on each side, so that their spread fills the axis."""
+    values = np.asarray(values, dtype="float64")
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = margin * (high - low) if high > low else max(abs(high), 1.0) * margin
+    return low - pad, high + pad
 
 METRIC_TITLES = {
     "loss": "loss",
@@ -27,7 +105,7 @@ def plot_learning_curves(histories, metrics=("loss", "accuracy", "top5_accuracy"
     if histories and all(isinstance(v, (list, tuple)) for v in histories.values()):
         histories = {"": histories}
     metrics = [m for m in metrics if any(m in h for h in histories.values())]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=figure_size(2.9), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for index, (label, history) in enumerate(histories.items()):
             color = f"C{index}"
@@ -85,15 +163,18 @@ def plot_patches(image, patches, patch_size: int, title: str | None = None):
     """The image with its patch grid drawn on it, beside the patches themselves."""
     image = to_display_image(image)
     height, width = image.shape[:2]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=figure_size(3.6))
     left.imshow(image.squeeze())
     for edge in range(patch_size, height, patch_size):
         left.axhline(edge - 0.5, color="white", linewidth=0.6)
     for edge in range(patch_size, width, patch_size):
         left.axvline(edge - 0.5, color="white", linewidth=0.6)
-    left.set_title(f"{height}x{width} image, {patch_size}x{patch_size} grid")
+    rows, cols = height // patch_size, width // patch_size
+    left.set_title(f"{height}x{width} image: {rows}x{cols} grid\nof {patch_size}x{patch_size} px patches",
+                   fontsize="medium")
     right.imshow(patch_mosaic(patches, patch_size).squeeze())
-    right.set_title(f"{len(patches)} patches of {np.asarray(patches).shape[-1]} values")
+    right.set_title(f"{len(patches)} patches\nof {np.asarray(patches).shape[-1]} values each",
+                    fontsize="medium")
     for ax in (left, right):
         ax.axis("off")
     if title:
@@ -102,8 +183,9 @@ def plot_patches(image, patches, patch_size: int, title: str | None = None):
     return fig
 
 
-def figure_png(fig, dpi: int = 80) -> bytes:
-    """A figure as PNG bytes (closing it), e.g. for an ``ipywidgets.Image``."""
+def figure_png(fig, dpi: int = FIGURE_DPI) -> bytes:
+    """A figure as PNG bytes (closing it), e.g. for an ``ipywidgets.Image``; at
+    ``FIGURE_DPI``, the resolution of the notebooks' own figures."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -136,7 +218,9 @@ def plot_token_maps(image, maps, titles=None, marks=None, title=None, alpha=0.55
     """
     image = to_display_image(image).squeeze()
     height, width = image.shape[:2]
-    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
+    side = min(2.3, PAGE_WIDTH / len(maps))  # square panels, all of them on the page
+    fig, axes = plt.subplots(1, len(maps), figsize=figure_size(side + 0.9, side * len(maps)),
+                             squeeze=False)
     for index, (ax, token_map) in enumerate(zip(axes[0], maps)):
         token_map = np.asarray(token_map, dtype="float32")
         rows, cols = token_map.shape
@@ -152,7 +236,7 @@ def plot_token_maps(image, maps, titles=None, marks=None, title=None, alpha=0.55
             ax.set_title(titles[index], fontsize="small")
         ax.axis("off")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -177,7 +261,7 @@ def plot_predictions(images, probabilities, class_names, labels=None, top=5, col
     rows = -(-count // columns)
     top = min(top, probabilities.shape[-1])
     fig, axes = plt.subplots(
-        rows, 2 * columns, figsize=(5.6 * columns, 2.5 * rows), squeeze=False,
+        rows, 2 * columns, figsize=figure_size(2.2 * rows), squeeze=False,
         gridspec_kw={"width_ratios": [1, 1.3] * columns},
     )
     for index in range(rows * columns):
@@ -197,7 +281,7 @@ def plot_predictions(images, probabilities, class_names, labels=None, top=5, col
             truth = int(labels[index])
             colour = "tab:green" if predicted == truth else "tab:red"
             text += f"\ntrue class: {class_names[truth]}"
-        image_ax.set_title(text, color=colour, fontsize="medium")
+        image_ax.set_title(text, color=colour, fontsize="small")
         bar_colours = [
             "tab:green" if labels is not None and c == int(labels[index]) else "tab:blue"
             for c in order

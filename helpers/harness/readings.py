@@ -94,3 +94,50 @@ def temperature_reading(temperatures: Sequence, start: float, *,
     return (f"The learned {mean_of} ended at {_values(means, digits=3)} ({blocks}) from "
             f"a start of {start:.3f}, {'a change' if len(means) == 1 else 'changes'} of {moves}: "
             f"{verdict}.")
+
+
+def fourier_band_reading(grid_size: int, frequency: float) -> str:
+    """What the Fourier band ``frequency`` looks like on a grid of ``grid_size`` positions.
+
+    The Perceiver notebook's features are sin(pi f x) and cos(pi f x) at the
+    positions x = -1 ... 1 of the grid, ``grid_size`` of them evenly spaced, so
+    the grid's Nyquist frequency (a wave that changes sign from each position to
+    the next) is f = (grid_size - 1) / 2. The sentence says, from the sampled
+    values, how often the band changes sign between neighbouring positions and
+    how its size varies across the grid.
+    """
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be at least 2, got {grid_size!r}")
+    if not frequency > 0:
+        raise ValueError(f"frequency must be positive, got {frequency!r}")
+    x = np.linspace(-1.0, 1.0, grid_size)
+    waves = np.stack([np.sin(np.pi * frequency * x), np.cos(np.pi * frequency * x)])
+    # Sign changes between neighbouring positions, over the sine and the cosine,
+    # leaving out the pairs where either value is zero (no sign to change).
+    nonzero = np.abs(waves) > 1e-9
+    counted = nonzero[:, :-1] & nonzero[:, 1:]
+    pairs = int(counted.sum())
+    flips = int((((waves[:, :-1] * waves[:, 1:]) < 0) & counted).sum())
+    nyquist = (grid_size - 1) / 2
+    if flips == pairs:
+        sign = "changes sign from every patch to the next wherever it is not zero"
+    elif flips == 0:
+        sign = "keeps its sign from one patch to the next"
+    else:
+        sign = (f"changes sign between {flips / pairs:.0%} of the pairs of neighbouring "
+                f"patches")
+    small, large = float(np.abs(waves).min()), float(np.abs(waves).max())
+    text = (f"On this {grid_size}-position grid (x from -1 to 1 in steps of "
+            f"{2 / (grid_size - 1):.3g}) the highest band, f = {frequency:.3g}, {sign}. ")
+    if frequency > nyquist:
+        text += (f"The grid's Nyquist frequency, (μ − 1)/2 = {nyquist:.3g}, is below it, "
+                 f"so the samples drift out of step with the wave: in each panel the "
+                 f"pattern's strength swells and fades across the grid (magnitudes from "
+                 f"{small:.2f} to {large:.2f}) instead of alternating evenly.")
+    elif frequency == nyquist:
+        text += "That is the grid's Nyquist frequency, the finest pattern the grid can hold."
+    else:
+        text += (f"The grid's Nyquist frequency, (μ − 1)/2 = {nyquist:.3g}, is above it: the "
+                 f"band completes {frequency:.3g} "
+                 f"{'period' if frequency == 1 else 'periods'} across the image.")
+    return text
