@@ -51,7 +51,7 @@ def test_a_run_of_one_notebook_keeps_the_other_executed_pages(smoke_build, tmp_p
     shutil.copytree(smoke_build["site"], tmp_path / "site")
     result = book.run("smoke", source=ROOT, build_dir=tmp_path, only=["vit"],
                       overrides={"epochs": 1})
-    assert list(result["seconds"]) == ["vit", "results"]  # the results page follows
+    assert list(result["seconds"]) == ["vit", *book.SUMMARY_PAGES]  # the summary pages follow
     records = result["site"] / "book" / "results"
     assert read_record(records / "vit.json")["epochs"] == 1
     assert result["index"].is_file()
@@ -246,6 +246,7 @@ def test_cpu_devices_give_the_kernels_jax_devices_and_data_parallel_notebooks(tm
     book.run("smoke", source=ROOT, build_dir=tmp_path, backend="jax", only=["vit", "cct"],
              cpu_devices=2, html=False)
     flags = "--xla_dump_to=/tmp/somewhere " + book.cpu_device_flags(2)
-    assert seen == [("vit", True, flags), ("cct", True, flags), ("results", None, flags)]
+    assert seen == [("vit", True, flags), ("cct", True, flags),
+                    *((name, None, flags) for name in book.SUMMARY_PAGES)]
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/somewhere"  # put back afterwards
     assert "--xla_force_host_platform_device_count=2 " in book.cpu_device_flags(2)

@@ -17,8 +17,11 @@ copies with Jupyter Book, execution off and warnings as errors:
 With ``--notebooks``, only those notebooks are executed; the site keeps the
 executed copies of the others from the previous build in the same build tree.
 Summary pages (``SUMMARY_PAGES``: the results page, which reads every
-notebook's record) run after the others, on every run, and are told the
-profile's name (their ``profile`` parameter).
+notebook's record, and the performance page, which reads the committed
+benchmark records) run after the others, on every run; the results page is
+told the profile's name (its ``profile`` parameter). The benchmark records
+(``BENCHMARK_FOLDERS``) are copied into the build tree, so the performance
+page finds them at the same relative path as in the source.
 
 A profile with ``pages: <profile>`` (``smoke`` has ``pages: cifar10-cpu``)
 still executes every notebook, then shows on the site the runs published for
@@ -63,8 +66,12 @@ SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
 SITE_FOLDERS = ("vendor",)
 # Where the build tree's pages find the models' schematics (helpers.book.schematics).
 SCHEMATICS = "schematics"
-# Pages built from the other notebooks' records: executed last, on every run.
-SUMMARY_PAGES = ("results",)
+# Pages that train nothing, built from records: the other notebooks' (results) and
+# the committed benchmark runs' (performance). Executed last, on every run.
+SUMMARY_PAGES = ("results", "performance")
+# The committed benchmark and breakdown records the performance page reads
+# (``../runs/bench`` from ``book/``), copied into the build tree.
+BENCHMARK_FOLDERS = (f"{publish.RUNS}/bench", f"{publish.RUNS}/breakdown")
 
 
 # What a build is made from: a finished build records the digest of these files
@@ -192,6 +199,9 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
         shutil.copy2(source / name, site / name)
     for name in SITE_FOLDERS:
         shutil.copytree(source / name, site / name)
+    for name in BENCHMARK_FOLDERS:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, site / name)
     ignore = shutil.ignore_patterns("*.ipynb", "results", ".ipynb_checkpoints", "__pycache__")
     shutil.copytree(source / "book", site / "book", ignore=ignore)
     # the models' schematics, which the paper pages embed (book/schematics/<name>.png)
@@ -529,13 +539,13 @@ def run(
     with environment_variables(**kernels):
         seconds = execute_all(source, site, [step for step in plan if step not in summary_plan],
                               backend, jobs)
+        if shows and summary_plan:
+            # the paper pages become the published runs before the summaries read them
+            shown = publish.show_published(shows, site, source)
+            for name, changed in shown.items():
+                print(f"== {name}: the page shows the published {shows} run"
+                      + (f" (stale: {'; '.join(changed)})" if changed else ""), flush=True)
         for notebook, values in summary_plan:  # they read the records the others wrote
-            if shows:
-                # the paper pages become the published runs before the summary reads them
-                shown = publish.show_published(shows, site, source)
-                for name, changed in shown.items():
-                    print(f"== {name}: the page shows the published {shows} run"
-                          + (f" (stale: {'; '.join(changed)})" if changed else ""), flush=True)
             seconds[notebook.stem] = execute(source, site, notebook, values, backend)
     index = build_html(site) if html else None
     write_manifest(site, source, profile=profile_name, backend=backend, seconds=seconds,
