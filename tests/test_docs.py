@@ -1,0 +1,246 @@
+"""The reader's documents: the README's commands, numbers that come from records,
+the performance page built from the committed benchmark records, and the
+cross-references of the book's pages."""
+
+import json
+import math
+import re
+
+import nbformat
+import pytest
+import yaml
+
+from conftest import ROOT, assert_stops_before_loading_data
+
+README = ROOT / "README.md"
+PERFORMANCE = ROOT / "book" / "performance.ipynb"
+
+
+def readme_step(text, marker):
+    """The first line of the code block after ``<!-- ci:<marker> -->``, as ``.ci/run``
+    reads it (the same expression)."""
+    match = re.search(r"<!-- ci:%s -->\s*```\w*\n(.+?)\n```" % marker, text, re.S)
+    return match.group(1).strip() if match else None
+
+
+@pytest.mark.keras_free
+def test_the_readme_is_short():
+    assert len(README.read_text().splitlines()) <= 160
+
+
+@pytest.mark.keras_free
+def test_the_readme_first_installs_the_default_set_and_builds_the_book():
+    install = readme_step(README.read_text(), "install")
+    assert install is not None, "README.md lost its <!-- ci:install --> block"
+    assert install.startswith("pip install -r requirements.txt && ")
+    assert re.findall(r"requirements[\w-]*\.txt", install) == ["requirements.txt"]
+    assert "python -m helpers.book --profile smoke" in install
+
+
+@pytest.mark.keras_free
+def test_the_readme_then_installs_the_development_set_and_runs_the_tests():
+    test = readme_step(README.read_text(), "test")
+    assert test is not None, "README.md lost its <!-- ci:test --> block"
+    assert test.startswith("pip install -r requirements-dev.txt && python -m pytest")
+    for backend in ("jax", "torch"):
+        assert f"KERAS_BACKEND={backend} python -m pytest" in test
+
+
+@pytest.mark.keras_free
+def test_ci_reads_the_readme_commands_with_this_expression():
+    """``.ci/run`` holds the expression ``readme_step`` above copies."""
+    assert r'<!-- ci:%s -->\s*```\w*\n(.+?)\n```' in (ROOT / ".ci" / "run").read_text()
+
+
+# A number that reads as a measurement: followed by a unit of time, throughput or a
+# share, or a speedup ("1.5×", "1.5 times"; not a size such as "32×32" or "16x16"). "A to B" and
+# "A-B" ranges are read as two numbers.
+NUMBER = r"\d[\d,]*(?:\.\d+)?"
+UNIT = r"images/s|GFLOP/s|ms|s|seconds|min|minutes|h|hours|days|%|×|x|times"
+MEASUREMENT = re.compile(
+    rf"(?<![\w.])({NUMBER})(?:\s*(?:-|–|to)\s*({NUMBER}))?\s*({UNIT})(?![\w/])(?!\s*\d)")
+# Which record fields a number in each unit can come from (a pattern of the field's
+# path of keys), and how their values print: records hold images/s, FLOP/s,
+# fractions, seconds and milliseconds.
+SECONDS = (r"seconds|milliseconds", {"ms": (1, 1e3), "s": (1, 1e-3), "seconds": (1, 1e-3),
+                                     "min": (1 / 60,), "minutes": (1 / 60,),
+                                     "h": (1 / 3600,), "hours": (1 / 3600,),
+                                     "days": (1 / 86400,)})
+FIELDS = {
+    "images/s": (r"images_per_second", (1,)),
+    "GFLOP/s": (r"flops_per_second", (1e-9,)),
+    "%": (r"fraction|shares|top[15]|acc", (100,)),
+    "×": (r"speedup", (1,)),
+    "x": (r"speedup", (1,)),
+    "times": (r"speedup", (1,)),
+    **{unit: (SECONDS[0], scales) for unit, scales in SECONDS[1].items()},
+}
+RECORD_FOLDERS = ("runs/bench", "runs/breakdown", "runs/cifar10-cpu/results")
+
+
+def numbers_in(value, path=""):
+    """``(path of keys, number)`` of every number in a JSON value."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        if math.isfinite(value):
+            yield path, float(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers_in(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for item in value:
+            yield from numbers_in(item, path)
+
+
+def recorded_values(root=ROOT):
+    """``{unit: numbers}``: the numbers of the JSON records under ``RECORD_FOLDERS``
+    that a number printed in that unit may come from."""
+    found = [pair for folder in RECORD_FOLDERS for path in sorted((root / folder).rglob("*.json"))
+             for pair in numbers_in(json.loads(path.read_text()))]
+    return {unit: {value for path, value in found if re.search(pattern, path)}
+            for unit, (pattern, _) in FIELDS.items()}
+
+
+def prose(text):
+    """``text`` without code blocks, inline code and link targets: commands and
+    addresses are not measurements."""
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", " ", text)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+def is_recorded(number, unit, values):
+    printed = float(number.replace(",", ""))
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    tolerance = 0.5 * 10 ** -decimals + 1e-9
+    return any(abs(value * scale - printed) <= tolerance
+               for scale in FIELDS[unit][1] for value in values[unit])
+
+
+def unrecorded_measurements(text, values):
+    """The measurement-like numbers of ``text``'s prose that no record holds, as printed."""
+    missing = []
+    for match in MEASUREMENT.finditer(prose(text)):
+        unit = match.group(3)
+        for number in filter(None, match.group(1, 2)):
+            if not is_recorded(number, unit, values):
+                missing.append(f"{number} {unit}")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def values():
+    return recorded_values()
+
+
+def performance_markdown():
+    return "\n\n".join(c.source for c in nbformat.read(PERFORMANCE, as_version=4).cells
+                       if c.cell_type == "markdown")
+
+
+@pytest.mark.keras_free
+@pytest.mark.parametrize("name", ["README.md", "CONTRIBUTING.md", "book/intro.md",
+                                  "book/performance.ipynb"])
+def test_every_measured_number_in_the_prose_is_in_a_record(name, values):
+    text = performance_markdown() if name.endswith(".ipynb") else (ROOT / name).read_text()
+    assert not unrecorded_measurements(text, values)
+
+
+@pytest.mark.keras_free
+def test_the_number_check_flags_a_made_up_measurement_and_passes_a_recorded_one(values):
+    record = json.loads((ROOT / "runs" / "bench" / "full-tensorflow.json").read_text())
+    vit = next(r for r in record["results"] if r["model"] == "vit")
+    assert not any(abs(v - 987.6) < 0.05 for v in values["images/s"])  # really made up
+    made_up = "On two cores the ViT trained at 987.6 images/s, 4.37× the JAX rate, in 13.3 h."
+    assert unrecorded_measurements(made_up, values) == ["987.6 images/s", "4.37 ×", "13.3 h"]
+    recorded = (f"The ViT trained at {vit['images_per_second']:.1f} images/s, "
+                f"{vit['peak_fraction']:.0%} of the peak.")
+    assert unrecorded_measurements(recorded, values) == []
+    sizes = "Images of 32×32 pixels, 16x16 words, `python -m bench --steps 3 s`, 10 epochs."
+    assert unrecorded_measurements(sizes, values) == []
+    assert unrecorded_measurements("speedups of 1.3 to 987.6×", values) == ["987.6 ×"]  # 1.31
+    assert unrecorded_measurements("2.3 to 2.5 times faster", values) == ["2.3 times", "2.5 times"]
+
+
+@pytest.mark.keras_free
+def test_the_performance_page_follows_the_results_page():
+    toc = [chapter["file"] for chapter in yaml.safe_load((ROOT / "_toc.yml").read_text())["chapters"]]
+    assert toc.index("book/performance") == toc.index("book/results") + 1
+
+
+def execute_performance(tmp_path, runs_dir=None):
+    """The performance page executed like the runner does (papermill, cwd book/);
+    returns the Markdown it displayed."""
+    import papermill
+
+    parameters = {} if runs_dir is None else {"runs_dir": str(runs_dir)}
+    output = tmp_path / "performance.ipynb"
+    papermill.execute_notebook(str(PERFORMANCE), str(output), parameters=parameters,
+                               kernel_name="python3", progress_bar=False,
+                               cwd=str(ROOT / "book"))
+    nb = nbformat.read(output, as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                if o.output_type == "error"]
+    return "\n".join(o.data["text/markdown"] for c in nb.cells if c.cell_type == "code"
+                     for o in c.outputs if "text/markdown" in o.get("data", {}))
+
+
+@pytest.mark.keras_free
+def test_the_performance_page_renders_every_committed_record(tmp_path):
+    shown = execute_performance(tmp_path)
+    for folder in ("bench", "breakdown"):
+        for path in (ROOT / "runs" / folder).glob("*.json"):
+            assert f"`runs/{folder}/{path.name}`" in shown, path.name
+    record = json.loads((ROOT / "runs" / "bench" / "full-tensorflow.json").read_text())
+    cct = next(r for r in record["results"] if r["model"] == "cct")
+    assert f"| CCT | {cct['batch_size']} | {cct['images_per_second']:.0f} (" in shown
+
+
+@pytest.mark.keras_free
+def test_a_record_with_several_dtype_policies_gets_a_speedup_table(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "bench").mkdir(parents=True)
+    record = json.loads((ROOT / "runs" / "bench" / "full-tensorflow.json").read_text())
+    record["options"]["dtype_policies"] = ["float32", "mixed_bfloat16"]
+    record["matmul_peak_flops_per_second"]["bfloat16"] = (
+        3 * record["matmul_peak_flops_per_second"]["float32"])
+    faster = [dict(r, dtype_policy="mixed_bfloat16",
+                   images_per_second=1.25 * r["images_per_second"]) for r in record["results"]]
+    record["results"] = [r for pair in zip(record["results"], faster) for r in pair]
+    (runs / "bench" / "full-tensorflow-bf16.json").write_text(json.dumps(record))
+    shown = execute_performance(tmp_path, runs)
+    assert "| a large matrix product | 3.00× |" in shown
+    assert "| CCT, training images/s | 1.25× |" in shown
+    assert "`mixed_bfloat16` made the matrix product 3.00 times as fast and training " \
+           "1.25 times as fast" in shown
+    assert "No committed benchmark record holds more than one dtype policy" not in shown
+
+
+def test_a_misspelled_parameter_stops_the_performance_page(monkeypatch):
+    assert_stops_before_loading_data(
+        PERFORMANCE, {"run_dir": "../runs"},
+        "parameter run_dir is not declared by this notebook: did you mean runs_dir",
+        monkeypatch)
+
+
+def book_texts():
+    """(page, text) of every page source of book/: markdown files and every cell."""
+    for path in sorted((ROOT / "book").glob("*.*")):
+        if path.suffix == ".md":
+            yield path.name, path.read_text()
+        elif path.suffix == ".ipynb":
+            for cell in nbformat.read(path, as_version=4).cells:
+                yield path.name, cell.source
+
+
+LABEL = re.compile(r"^\(([\w-]+)\)=\s*$", re.M)
+REF = re.compile(r"\{ref\}`(?:[^`<]*<([\w-]+)>|([\w-]+))`")
+
+
+@pytest.mark.keras_free
+def test_every_ref_of_the_book_has_its_label():
+    labels = {label for _, text in book_texts() for label in LABEL.findall(text)}
+    used = {(page, a or b) for page, text in book_texts() for a, b in REF.findall(text)}
+    assert {"parameters", "smoke-builds", "step-time"} <= {label for _, label in used}
+    assert not sorted((page, label) for page, label in used if label not in labels)
