@@ -5,13 +5,20 @@ blocked and recorded, so these tests also prove that the pages need no CDN:
 the widget manager and MathJax come from the site's own ``_static/vendor/``.
 Set ``CHROMIUM`` to the browser's executable when it is not on the PATH as
 ``chromium``, ``chromium-browser`` or ``google-chrome``.
+
+``BOOK_SITE`` names a build tree to check instead of the smoke build (see
+``site``): one whose HTML was rebuilt alone after a change to the site's
+configuration or extension, without executing the notebooks again.
 """
 
 import functools
 import http.server
+import json
 import os
+import re
 import shutil
 import threading
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -19,7 +26,7 @@ import yaml
 
 from helpers.book import runner as book
 
-from conftest import ROOT
+from conftest import ROOT, shown_records
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +48,22 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def site_url(smoke_build):
-    root = smoke_build["site"] / "_build" / "html"
+def site(request):
+    """The build the tests check: the smoke build, or the build tree ``BOOK_SITE`` names
+    (as ``runner.reusable_build`` describes a build)."""
+    from helpers.book import publish
+
+    if not os.environ.get("BOOK_SITE"):
+        return request.getfixturevalue("smoke_build")
+    tree = Path(os.environ["BOOK_SITE"]).resolve()
+    manifest = json.loads((tree / book.MANIFEST).read_text())
+    return {"site": tree, "index": tree / "_build" / "html" / "index.html",
+            "executed": publish.executed_folder(tree) if manifest.get("pages") else tree}
+
+
+@pytest.fixture(scope="module")
+def site_url(site):
+    root = site["site"] / "_build" / "html"
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -66,8 +87,8 @@ def browser():
 class Visit:
     """One page load, with everything that went wrong on the way."""
 
-    def __init__(self, browser, site_url, path):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def __init__(self, browser, site_url, path, width=1280):
+        self.context = browser.new_context(viewport={"width": width, "height": 900})
         self.errors, self.offsite, self.failed = [], [], []
         local = urlparse(site_url).netloc
 
@@ -97,8 +118,8 @@ class Visit:
 def visit(browser, site_url):
     opened = []
 
-    def open_page(path):
-        opened.append(Visit(browser, site_url, path))
+    def open_page(path, width=1280):
+        opened.append(Visit(browser, site_url, path, width))
         return opened[-1]
 
     yield open_page
@@ -219,3 +240,123 @@ def test_the_colab_button_opens_the_committed_notebook(visit, notebook):
     button.wait_for(state="visible")
     assert button.get_attribute("href") == expected
     assert (ROOT / notebook).is_file()
+
+
+def content_pages() -> list[str]:
+    """The pages of the table of contents: the intro and the notebooks."""
+    return ["book/intro.html", *[str(n.with_suffix(".html")) for n in book.toc_notebooks(ROOT)]]
+
+
+# The icon a page names (<link rel="icon">): served, and an image the browser decodes.
+# (A headless browser does not fetch it by itself, so a missing one shows no failed request.)
+FAVICON = """async () => {
+  const link = document.querySelector('link[rel~="icon"]');
+  if (!link) return null;
+  const response = await fetch(link.href);
+  const image = new Image();
+  image.src = link.href;
+  const decoded = await image.decode().then(() => true, () => false);
+  return {href: link.href, status: response.status, decoded, width: image.naturalWidth};
+}"""
+
+
+def test_every_page_names_a_favicon_that_loads(visit):
+    for path in [p for p in site_pages() if p != "index.html"]:  # index.html only redirects
+        icon = visit(path).page.evaluate(FAVICON)
+        assert icon is not None, f"{path} names no icon"
+        assert icon["status"] == 200 and icon["decoded"] and icon["width"] >= 16, (path, icon)
+
+
+# Each in-text citation: the work it links to (the bibliography entry's address) and
+# what it reads, brackets and commas left out ("[Salama, 2021a]" and "Salama [2021a]"
+# both read "Salama 2021a"). A citation of several works reads as each link does.
+CITATIONS = """() => {
+  const words = el => el.innerText.replace(/[\\[\\]();,]/g, ' ').replace(/\\s+/g, ' ').trim();
+  return [...document.querySelectorAll('article span.bibtex-citation')].flatMap(span => {
+    const links = [...span.querySelectorAll('a[href]')];
+    return links.map(a => ({work: a.href, reads: links.length === 1 ? words(span) : words(a)}));
+  });
+}"""
+
+
+def test_distinct_works_are_never_cited_alike(visit):
+    works_read_as = {}
+    for path in content_pages():
+        for citation in visit(path).page.evaluate(CITATIONS):
+            works_read_as.setdefault(citation["reads"], set()).add(citation["work"])
+    assert len(works_read_as) >= 10, works_read_as  # the pages cite the papers and examples
+    alike = {reads: sorted(works) for reads, works in works_read_as.items() if len(works) > 1}
+    assert alike == {}
+
+
+def test_the_keras_examples_by_one_author_in_one_year_are_told_apart(visit):
+    page = visit("book/results.html").page
+    reads = {c["reads"] for c in page.evaluate(CITATIONS)}
+    assert {"Salama 2021a", "Salama 2021b"} <= reads
+
+
+# Tables of the page's text column wider than the column (the column: the article
+# without its padding). Collapsed cells are opened first.
+WIDE_TABLES = """() => {
+  document.querySelectorAll('article details').forEach(d => { d.open = true; });
+  const article = document.querySelector('article.bd-article');
+  const style = getComputedStyle(article);
+  const box = article.getBoundingClientRect();
+  const left = box.left + parseFloat(style.paddingLeft);
+  const right = box.right - parseFloat(style.paddingRight);
+  return [...article.querySelectorAll('table')]
+    .filter(table => table.offsetParent !== null)
+    .map(table => [table, table.getBoundingClientRect()])
+    .filter(([table, t]) => t.left < left - 0.5 || t.right > right + 0.5)
+    .map(([table, t]) => `table ${Math.round(t.width)}px wide in a ${Math.round(right - left)}px `
+         + `column: ` + table.innerText.slice(0, 60).replace(/\\s+/g, ' '));
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+@pytest.mark.parametrize("path", content_pages())
+def test_every_table_fits_the_text_column(visit, path, width):
+    page = visit(path, width).page
+    wide = page.evaluate(WIDE_TABLES)
+    assert not wide, "\n".join(wide)
+
+
+# The pictures of the text column (figures, schematics, the explorers' visible
+# pictures; icons under 40 px left out), each loaded, with the width it is shown at
+# and the width it was drawn at.
+PICTURES = """async () => {
+  document.querySelectorAll('article details').forEach(d => { d.open = true; });
+  const images = [...document.querySelectorAll('article img')];
+  images.forEach(img => { img.loading = 'eager'; });
+  await Promise.all(images.map(img => img.decode().catch(() => null)));
+  return images.filter(img => img.offsetParent !== null && img.naturalWidth >= 40)
+    .map(img => ({picture: (img.getAttribute('alt') || img.currentSrc).slice(0, 70),
+                  file: img.currentSrc.startsWith('data:') ? 'an inline picture'
+                        : img.currentSrc.split('/').pop().slice(0, 40),
+                  drawn: img.naturalWidth, shown: img.getBoundingClientRect().width}));
+}"""
+
+
+@pytest.mark.parametrize("path", [str(n.with_suffix(".html")) for n in book.toc_notebooks(ROOT)])
+def test_every_figure_is_shown_at_nine_tenths_of_its_drawn_width_or_more(visit, path):
+    """A figure drawn wider than the column is scaled down, and its text with it: at
+    1280 px, shown at 0.9 of its width or more, 9-point text stays about 9 px tall."""
+    pictures = visit(path).page.evaluate(PICTURES)
+    assert pictures, "no pictures on the page"
+    shrunk = [f"{p['shown'] / p['drawn']:.2f}: shown {p['shown']:.0f} px of {p['drawn']} px, "
+              f"{p['file']}: {p['picture']}" for p in pictures if p["shown"] < 0.9 * p["drawn"]]
+    assert not shrunk, f"{len(shrunk)} of {len(pictures)} pictures scaled down:\n" + "\n".join(shrunk)
+
+
+def test_a_published_page_gives_the_whole_dataset_digest_on_hover(visit, site):
+    records = {name: r for name, r in shown_records(site).items() if "published" in r}
+    if not records:
+        pytest.skip("the site shows no published run")
+    for name, record in records.items():
+        digest = record["published"]["dataset"]["sha256"]
+        assert re.fullmatch("[0-9a-f]{64}", digest), (name, digest)
+        page = visit(f"book/{name}.html").page
+        note = page.locator("article .admonition.note", has_text="The outputs on this page")
+        digest_on_hover = note.locator(f'abbr[title="SHA-256 {digest}"]')
+        assert digest_on_hover.count() == 1, name
+        assert digest_on_hover.inner_text() == digest[:12] + "…"
