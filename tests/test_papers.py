@@ -365,6 +365,9 @@ def test_the_benchmark_prints_a_table_and_writes_its_json(tmp_path):
     report = json.loads(output.read_text())
     assert report["runtime"]["backend"] == os.environ["KERAS_BACKEND"]
     assert report["options"]["profile"] == "smoke" and report["options"]["repeats"] == 2
+    # Where and when: the records the book quotes name their machine and date.
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    assert report["date"].startswith("20")
     assert report["options"]["dtype_policies"] == ["float32", "mixed_bfloat16"]
     # The model under each policy, in the order named; the speedup is over the first.
     # (One model: each policy is one more build and compilation. The ordering of

@@ -78,6 +78,16 @@ def split_cpu(backend: str, devices: int) -> None:
         raise ValueError(f"--cpu-devices works on JAX and TensorFlow, not {backend}")
 
 
+def provenance() -> dict:
+    """Where and when a measurement was taken: the machine (CPU model, cores,
+    memory) and the date and time (UTC), for the records the book quotes."""
+    from datetime import datetime, timezone
+
+    from helpers.book.publish import machine
+
+    return {"machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
 def _epoch_timer():
     import keras
 
@@ -473,6 +483,7 @@ def main(argv=None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "runtime": runtime(),
+        **provenance(),
         "options": {
             "profile": args.profile, "dtype_policies": policies,
             "data_parallel": parallel, "cpu_devices": args.cpu_devices,

@@ -441,7 +441,7 @@ def main(argv=None) -> int:
                                    " --xla_dump_hlo_as_text").strip()
     import keras
 
-    from helpers.book.bench import JIT_COMPILE, matmul_peak, model_configs
+    from helpers.book.bench import JIT_COMPILE, matmul_peak, model_configs, provenance
     from helpers.book.flops import models_flops
     from helpers.harness.records import describe_runtime, runtime
     from helpers.harness.run import dtype_policy
@@ -479,7 +479,7 @@ def main(argv=None) -> int:
                       f"{entry['operation']}")
     output = args.output or Path("_build") / "bench" / f"breakdown-{backend}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    report = {"runtime": runtime(), "profile": args.profile, "kinds": KINDS,
+    report = {"runtime": runtime(), **provenance(), "profile": args.profile, "kinds": KINDS,
               "jit_compile": args.jit_compile, "dtype_policy": args.dtype_policy,
               "peak_dtype": compute_dtype, "matmul_peak_flops_per_second": peak, "parameters": configs, "results": results}
     output.write_text(json.dumps(report, indent=2) + "\n")
