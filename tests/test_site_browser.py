@@ -345,7 +345,8 @@ def test_every_figure_is_shown_at_nine_tenths_of_its_drawn_width_or_more(visit, 
     assert pictures, "no pictures on the page"
     shrunk = [f"{p['shown'] / p['drawn']:.2f}: shown {p['shown']:.0f} px of {p['drawn']} px, "
               f"{p['file']}: {p['picture']}" for p in pictures if p["shown"] < 0.9 * p["drawn"]]
-    assert not shrunk, f"{len(shrunk)} of {len(pictures)} pictures scaled down:\n" + "\n".join(shrunk)
+    assert not shrunk, (f"{len(shrunk)} of {len(pictures)} pictures scaled down:\n"
+                        + "\n".join(shrunk))
 
 
 def test_a_published_page_gives_the_whole_dataset_digest_on_hover(visit, site):
