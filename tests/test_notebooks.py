@@ -272,3 +272,76 @@ def test_plain_papermill_rejects_an_undeclared_name_with_a_suggestion(tmp_path):
     executed = nbformat.read(output, as_version=4)
     assert not any("training on" in o.get("text", "") for c in executed.cells
                    if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+# A quantity a run measures, typed as a literal in a sentence or a table row: a speed
+# ratio ("6.5 times faster", "7x faster", "2× slower"), an accuracy ("66.5% top-1",
+# "top-1 of 63.2%"), a learned temperature or an attention spread with its value. Such a
+# number must come from the run's record (glue, or a sentence generated in a code cell).
+# A sentence or row that cites a source ({cite}) quotes that source's number, not a run's.
+MEASURED = re.compile(
+    r"\d[\d,.]*\s*(?:times|×|x)\s+(?:faster|slower|the speed|as fast)"
+    r"|\d[\d,.]*\s*%\s*(?:top-[15]|accuracy|of the (?:test|validation))"
+    r"|(?:top-[15]|accuracy)\s+(?:of\s+|reached\s+|at\s+)?\d[\d,.]*\s*%"
+    r"|temperatures?\b[^.|]*?\b(?:fell|rose|dropped|ended|moved|reached)\b[^.|]*?\d\.\d"
+    r"|spreads?\b[^.|]*?\bover\s+(?:about\s+)?\d[\d,.]*\s+(?:of|tokens|inputs|patches)",
+    re.IGNORECASE)
+
+
+def typed_measurements(markdown: str) -> list[str]:
+    """The sentences and table rows of ``markdown`` that type a run's measured quantity."""
+    found = []
+    for part in re.split(r"(?<=[.!?])\s+|\n(?=\|)", markdown):
+        if "{cite}" in part:
+            continue
+        without_glue = re.sub(r"\{glue:\w+\}`[^`]*`", "GLUED", part)
+        if MEASURED.search(without_glue):
+            found.append(part.strip())
+    return found
+
+
+@pytest.mark.keras_free
+def test_the_typed_measurement_check_catches_what_it_should():
+    assert typed_measurements("At M = 2048 cross-attention is 6.5 times faster.")
+    assert typed_measurements("The run printed 7x faster than self-attention.")
+    assert typed_measurements("SL-ViT reached 66.5% top-1 after five epochs.")
+    assert typed_measurements("| ViT | top-1 of 63.15% | this run |")
+    assert typed_measurements("The temperatures fell from 8.0 to 6.50 in every block.")
+    assert typed_measurements("The pooling spreads its weight over about 50.3 of 64 tokens.")
+    # numbers from the record, a source's numbers and costs worked out from the parameters
+    assert not typed_measurements(
+        "Cross-attention is {glue:text}`perceiver_scaling_speedup` times faster; the "
+        "example reached 76.38% top-1 {cite}`gosthipaty2022shiftvitexample`. Patch 4 gives "
+        "324 tokens instead of 144: attention costs about 5× more.")
+    assert not typed_measurements("| source {cite}`lee2021vitsmall` | 73.81% | 76.92% |")
+
+
+@pytest.mark.keras_free
+@pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
+def test_paper_prose_types_no_number_that_a_run_measures(path):
+    nb = nbformat.read(ROOT / path, as_version=4)
+    typed = [found for cell in nb.cells if cell.cell_type == "markdown"
+             for found in typed_measurements(cell.source)]
+    assert not typed, typed
+
+
+@pytest.mark.keras_free
+@pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_of_a_paper_notebook_is_sized_for_the_page(path):
+    """Figures drawn wider than the page's column are shown shrunk, their text too
+    small to read: every ``figsize`` of a paper notebook comes from ``figure_size``."""
+    sources = [c.source for c in nbformat.read(ROOT / path, as_version=4).cells
+               if c.cell_type == "code"]
+    sizes = [m.group(1) for s in sources for m in re.finditer(r"figsize=([^,)]+(?:\([^)]*\))?)", s)]
+    assert sizes and all(size.startswith("figure_size(") for size in sizes), sizes
+
+
+@pytest.mark.keras_free
+@pytest.mark.parametrize("path", TRAINING_NOTEBOOKS, ids=lambda p: p.stem)
+def test_analysis_samples_are_stratified_not_the_first_test_images(path):
+    """A dataset read from an image folder is sorted by class: ``x_test[:N]`` would be
+    N images of one class."""
+    sources = "\n".join(c.source for c in nbformat.read(ROOT / path, as_version=4).cells
+                        if c.cell_type == "code")
+    assert not re.search(r"[xy]_test\[:\s*\d", sources)
+    assert not re.search(r"\{dataset\}", sources)  # titles show data.label, never the path

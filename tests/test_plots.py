@@ -174,13 +174,25 @@ def png_width(fig):
 
 
 def test_figure_size_never_exceeds_the_page():
-    from helpers.harness.plots import PAGE_WIDTH, figure_size
+    from helpers.harness.plots import PAGE_WIDTH, TIGHT_PAD, figure_size
 
-    assert figure_size(3) == (PAGE_WIDTH, 3)
+    assert figure_size(3) == (PAGE_WIDTH - 2 * TIGHT_PAD, 3)
     assert figure_size(2, 4.0) == (4.0, 2)
-    assert figure_size(2, 3 * PAGE_WIDTH) == (PAGE_WIDTH, 2)
+    assert figure_size(2, 3 * PAGE_WIDTH) == (PAGE_WIDTH - 2 * TIGHT_PAD, 2)
     with pytest.raises(ValueError):
         figure_size(0)
+
+
+def test_a_figure_that_fills_its_canvas_still_fits_the_page():
+    import matplotlib.pyplot as plt
+
+    from helpers.harness.plots import PAGE_WIDTH_PX, figure_size
+
+    fig, axes = plt.subplots(2, 6, figsize=figure_size(3), layout="constrained")
+    for ax in axes.flat:
+        ax.set_title("a title\nof two lines", fontsize="small")
+    assert png_width(fig) <= PAGE_WIDTH_PX
+    plt.close(fig)
 
 
 def test_the_inline_backend_draws_at_the_dpi_the_sizes_assume():

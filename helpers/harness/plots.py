@@ -30,17 +30,22 @@ FIGURE_DPI = 100
 # {figure} directive's image 672 px. A figure drawn wider is shown shrunk.
 PAGE_WIDTH_PX = 672
 PAGE_WIDTH = PAGE_WIDTH_PX / FIGURE_DPI  # inches at FIGURE_DPI
+# The inline backend saves a figure cropped to what it draws plus this margin (inches,
+# matplotlib's savefig.pad_inches) on each side: a figure that fills its canvas comes
+# out this much wider, so figure_size leaves room for it.
+TIGHT_PAD = 0.1
+FIGURE_WIDTH = PAGE_WIDTH - 2 * TIGHT_PAD
 # The smallest text a figure may hold: 9 px on the page, in points at FIGURE_DPI.
 MIN_TEXT_PX = 9
 MIN_FONT_PT = MIN_TEXT_PX * 72 / FIGURE_DPI
 
 
-def figure_size(height: float, width: float = PAGE_WIDTH) -> tuple[float, float]:
-    """``figsize`` (inches) of a figure of the book: ``width`` (the page's width
-    by default), never wider than the page, and ``height``."""
+def figure_size(height: float, width: float = FIGURE_WIDTH) -> tuple[float, float]:
+    """``figsize`` (inches) of a figure of the book: ``width`` (the page's, less the
+    margins of the saved PNG, by default), never wider, and ``height``."""
     if not height > 0 or not width > 0:
         raise ValueError(f"a figure needs a positive size, got {width!r} x {height!r}")
-    return (min(width, PAGE_WIDTH), height)
+    return (min(width, FIGURE_WIDTH), height)
 
 
 def to_float32_numpy(x) -> np.ndarray:
@@ -218,7 +223,7 @@ def plot_token_maps(image, maps, titles=None, marks=None, title=None, alpha=0.55
     """
     image = to_display_image(image).squeeze()
     height, width = image.shape[:2]
-    side = min(2.3, PAGE_WIDTH / len(maps))  # square panels, all of them on the page
+    side = min(2.3, FIGURE_WIDTH / len(maps))  # square panels, all of them on the page
     fig, axes = plt.subplots(1, len(maps), figsize=figure_size(side + 0.9, side * len(maps)),
                              squeeze=False)
     for index, (ax, token_map) in enumerate(zip(axes[0], maps)):

@@ -131,7 +131,7 @@ def fourier_band_reading(grid_size: int, frequency: float) -> str:
             f"{2 / (grid_size - 1):.3g}) the highest band, f = {frequency:.3g}, {sign}. ")
     if frequency > nyquist:
         text += (f"The grid's Nyquist frequency, (μ − 1)/2 = {nyquist:.3g}, is below it, "
-                 f"so the samples drift out of step with the wave: in each panel the "
+                 f"so the samples drift out of step with the wave: in its panels the "
                  f"pattern's strength swells and fades across the grid (magnitudes from "
                  f"{small:.2f} to {large:.2f}) instead of alternating evenly.")
     elif frequency == nyquist:

@@ -121,7 +121,7 @@ def patch_merging(x, epsilon=1e-5, normalization="layer", name="merge"):
                          use_bias=False, name=f"{name}_reduction")(x)
 
 
-# book/shiftvit.ipynb, cell 25 ("The whole model")
+# book/shiftvit.ipynb, cell 26 ("The whole model")
 def shiftvit_augmentation(p):
     """The source's input pipeline: pixels rescaled to [0, 1], resized to
     ``p.image_size``, a random ``p.crop_size`` crop (the centre crop at inference)
