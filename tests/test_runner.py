@@ -250,3 +250,16 @@ def test_cpu_devices_give_the_kernels_jax_devices_and_data_parallel_notebooks(tm
                     *((name, None, flags) for name in book.SUMMARY_PAGES)]
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/somewhere"  # put back afterwards
     assert "--xla_force_host_platform_device_count=2 " in book.cpu_device_flags(2)
+
+
+def test_the_build_tree_gets_the_evidence_plan_and_records(tmp_path):
+    """The results page and the paper pages read them at the same relative paths."""
+    source = source_copy(tmp_path)
+    record = source / "runs" / "evidence" / "cct" / "sequence" / "seed-0.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text("{}")
+    site = tmp_path / "site"
+    book.prepare_tree(source, site)
+    assert (site / "evidence.yml").read_bytes() == (source / "evidence.yml").read_bytes()
+    assert (site / "runs" / "evidence" / "cct" / "sequence" / "seed-0.json").read_text() == "{}"
+    assert "evidence.yml" in book.SOURCE_FILES  # a changed plan makes a build stale

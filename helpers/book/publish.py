@@ -306,6 +306,24 @@ def notice_cell(record: dict, source: Path = ROOT):
     return cell
 
 
+def ablation_cell(name: str, source: Path = ROOT):
+    """The Markdown cell that ends a published page with its paper's ablation, from
+    the evidence records (``helpers.book.evidence``: ``evidence.yml`` and
+    ``runs/evidence/<name>/``); None while the notebook has no such record."""
+    from helpers.book import evidence
+
+    if not (source / evidence.PLAN).is_file() or not any(
+            (source / evidence.EVIDENCE / name).glob("*/seed-*.json")):
+        return None
+    plan = evidence.load_plan(source / evidence.PLAN, source=source, check_names=False)
+    text = evidence.ablation_markdown(name, plan, source / evidence.EVIDENCE, source)
+    if text is None:
+        return None
+    cell = nbformat.v4.new_markdown_cell(text, id="evidence-ablation")
+    cell.metadata["tags"] = ["evidence-ablation"]
+    return cell
+
+
 def with_current_prose(executed, current):
     """The notebook ``current`` (a source notebook) with the outputs of ``executed``
     (its executed copy, same code cells): Markdown edited since the run shows as it
@@ -368,6 +386,9 @@ def show_published(profile: str, site: Path, source: Path = ROOT) -> dict[str, l
         position = next(i for i, c in enumerate(nb.cells)
                         if "colab-badge" not in c.metadata.get("tags", [])) + 1
         nb.cells.insert(position, cell)
+        ablation = ablation_cell(name, source)
+        if ablation is not None:  # the paper's ablation, over seeds, ends the page
+            nb.cells.append(ablation)
         nbformat.write(nb, site / "book" / f"{name}.ipynb")
         shutil.copy2(source / RUNS / profile / RECORDS / f"{name}.json", records / f"{name}.json")
         report[name] = changed

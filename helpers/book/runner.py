@@ -64,7 +64,7 @@ _NATIVE_LOG_LINE = re.compile(
 SITE_FILES = ("_config.yml", "_toc.yml", "references.bib")
 # Static files of the site: the vendored widget manager and MathJax (helpers.book.vendor).
 SITE_FOLDERS = ("vendor",)
-# Where the build tree's pages find the models' schematics (helpers.book.schematics).
+# Where the build tree's pages find the models' schematics (helpers.harness.schematics).
 SCHEMATICS = "schematics"
 # Pages that train nothing, built from records: the other notebooks' (results) and
 # the committed benchmark runs' (performance). Executed last, on every run.
@@ -72,12 +72,15 @@ SUMMARY_PAGES = ("results", "performance")
 # The committed benchmark and breakdown records the performance page reads
 # (``../runs/bench`` from ``book/``), copied into the build tree.
 BENCHMARK_FOLDERS = (f"{publish.RUNS}/bench", f"{publish.RUNS}/breakdown")
+# The evidence plan and its records (helpers.book.evidence), which the results
+# page and the published paper pages read, copied into the build tree when present.
+EVIDENCE_SOURCES = ("evidence.yml", f"{publish.RUNS}/evidence")
 
 
 # What a build is made from: a finished build records the digest of these files
 # (``build.json`` in the build tree), so that a later caller can tell whether the
 # executed pages still show the code and settings of the source.
-SOURCE_FILES = ("_config.yml", "_toc.yml", "references.bib", "profiles.yml")
+SOURCE_FILES = ("_config.yml", "_toc.yml", "references.bib", "profiles.yml", "evidence.yml")
 SOURCE_FOLDERS = ("book", "helpers", "vendor", publish.RUNS)
 MANIFEST = "build.json"
 
@@ -202,10 +205,15 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
     for name in BENCHMARK_FOLDERS:
         if (source / name).is_dir():
             shutil.copytree(source / name, site / name)
+    for name in EVIDENCE_SOURCES:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, site / name)
+        elif (source / name).is_file():
+            shutil.copy2(source / name, site / name)
     ignore = shutil.ignore_patterns("*.ipynb", "results", ".ipynb_checkpoints", "__pycache__")
     shutil.copytree(source / "book", site / "book", ignore=ignore)
     # the models' schematics, which the paper pages embed (book/schematics/<name>.png)
-    from helpers.book.schematics import write_all
+    from helpers.harness.schematics import write_all
 
     write_all(site / "book" / SCHEMATICS)
     for relative, content in kept.items():
@@ -361,7 +369,7 @@ def source_digest(source: Path) -> str:
     """SHA-256 over the names and contents of every file a build is made from."""
     import hashlib
 
-    paths = [source / name for name in SOURCE_FILES]
+    paths = [source / name for name in SOURCE_FILES if (source / name).is_file()]
     for folder in SOURCE_FOLDERS:
         paths += [p for p in (source / folder).rglob("*")
                   if p.is_file() and "__pycache__" not in p.parts
