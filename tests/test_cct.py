@@ -18,7 +18,9 @@ from helpers.harness.records import read_record
 from helpers.harness.train import PerStepAdamW
 from helpers.papers.cct import (
     DEFAULTS,
+    POOLINGS,
     CCTTokenizer,
+    ClassToken,
     PositionEmbedding,
     SequencePooling,
     build_cct,
@@ -374,6 +376,61 @@ def test_model_round_trips_through_a_keras_file(tmp_path):
     assert loaded.get_layer("tokenizer").num_output_channels == [4, 8]
 
 
+def test_the_class_token_is_prepended_and_the_tokens_pass_unchanged():
+    tokens = np.random.default_rng(0).normal(size=(3, 5, 4)).astype("float32")
+    layer = ClassToken()
+    layer.build(tokens.shape)
+    learned = np.arange(4, dtype="float32").reshape(1, 1, 4)
+    layer.token.assign(learned)
+    out = ops.convert_to_numpy(layer(tokens))
+    assert out.shape == (3, 6, 4)
+    np.testing.assert_array_equal(out[:, 1:], tokens)
+    np.testing.assert_array_equal(out[:, 0], np.repeat(learned[0], 3, axis=0))
+
+
+def test_each_pooling_reads_the_tokens_its_own_way():
+    images = uint8_images(2, 16, 16)
+    keras.utils.set_random_seed(0)
+    models = {pooling: build_cct(small(pooling=pooling, conv_layers=1, projection_dim=8,
+                                       transformer_units=[8], transformer_layers=1), images, 3)
+              for pooling in POOLINGS}
+    names = {pooling: {layer.name for layer in model.layers} for pooling, model in models.items()}
+    assert "sequence_pooling" in names["sequence"] and "class_token" not in names["sequence"]
+    assert "class_token" in names["class_token"] and "sequence_pooling" not in names["class_token"]
+    assert "average_pooling" in names["average"]
+    # The class token adds one vector of width projection_dim; average pooling drops the
+    # sequence pooling's scoring layer (8 weights and a bias).
+    counts = {pooling: model.count_params() for pooling, model in models.items()}
+    assert counts["class_token"] - counts["average"] == 8
+    assert counts["sequence"] - counts["average"] == 9
+    for model in models.values():
+        assert model(images, training=False).shape == (2, 3)
+
+
+def test_average_pooling_is_the_mean_of_the_final_normed_tokens():
+    images = uint8_images(2, 16, 16)
+    model = build_cct(small(pooling="average", conv_layers=1, projection_dim=8,
+                            transformer_units=[8], transformer_layers=1), images, 3)
+    probe = keras.Model(model.input, model.get_layer("final_norm").output)
+    tokens = ops.convert_to_numpy(probe(images, training=False))
+    kernel, bias = (ops.convert_to_numpy(w) for w in model.get_layer("logits").weights)
+    np.testing.assert_allclose(ops.convert_to_numpy(model(images, training=False)),
+                               tokens.mean(axis=1) @ kernel + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_without_sequence_pooling_has_no_pooling_weights_to_read():
+    images = uint8_images(2, 16, 16)
+    model = build_cct(small(pooling="average", conv_layers=1, projection_dim=8,
+                            transformer_units=[8], transformer_layers=1), images, 3)
+    with pytest.raises(ValueError, match="no SequencePooling layer"):
+        sequence_pooling_weights(model, images.astype("float32"))
+
+
+def test_an_unknown_pooling_is_refused_by_the_builder():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        build_cct(small(pooling="max"), uint8_images(1, 32, 32), 3)
+
+
 def test_sequence_pooling_weights_of_a_model_sum_to_one_over_its_token_grid():
     model = build_cct(small(conv_channels=4, projection_dim=8, transformer_units=[8, 8]),
                       uint8_images(1, 16, 16), 3)
@@ -414,6 +471,7 @@ def test_cct_defaults_are_the_source_recipe_and_the_generated_defaults():
         "conv_layers": 2, "conv_channels": 64, "projection_dim": 128, "num_heads": 2,
         "transformer_layers": 2, "transformer_units": [128, 128], "positional_emb": True,
         "stochastic_depth_rate": 0.1, "dropout_rate": 0.1, "lr_schedule": "constant",
+        "pooling": "sequence",  # the paper's sequence pooling
     } == defaults
     assert dict(papers.defaults("cct")) == defaults  # helpers/papers/cct.py is not stale
 
@@ -458,6 +516,8 @@ def test_the_notebook_checks_the_token_grid_before_its_first_tokenizer():
     ({"flip": "diagonal"}, "parameter flip must be one of 'horizontal', 'vertical', "
                            "'horizontal_and_vertical', 'none', got 'diagonal'"),
     ({"crop_padding": -1}, "parameter crop_padding must be >= 0, got -1"),
+    ({"pooling": "max"}, "parameter pooling must be one of 'sequence', 'class_token', "
+                         "'average', got 'max'"),
     ({"label_smoothing": 1.0}, "parameter label_smoothing must be in [0, 1), got 1.0"),
     ({"weight_decay_mode": "per_epoch"},
      "parameter weight_decay_mode must be one of 'lr_scaled', 'per_step', got 'per_epoch'"),

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.book import schematics
-from helpers.book.schematics import (ALT_TEXT, SCHEMATICS, SHIFTVIT_DEFAULTS, content_box, draw,
+from helpers.harness import schematics
+from helpers.harness.schematics import (ALT_TEXT, SCHEMATICS, SHIFTVIT_DEFAULTS, content_box, draw,
                                      page_dpi, schematic_png, shiftvit_caption, shiftvit_stages,
                                      write_all)
 from helpers.harness.plots import MIN_TEXT_PX, PAGE_WIDTH_PX

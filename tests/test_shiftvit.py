@@ -88,9 +88,31 @@ def test_shift_has_no_weights_and_round_trips_through_its_config():
     assert (clone.num_div, clone.shift_pixel, clone.name) == (8, 2, "s")
 
 
+def test_a_shift_of_zero_pixels_is_the_identity():
+    x = np.random.default_rng(0).normal(size=(2, 5, 4, 24)).astype("float32")
+    np.testing.assert_array_equal(ops.convert_to_numpy(Shift(num_div=12, shift_pixel=0)(x)), x)
+    # On a 1x1 map too, where no shift of a pixel or more fits.
+    one = x[:, :1, :1]
+    np.testing.assert_array_equal(ops.convert_to_numpy(Shift(num_div=12, shift_pixel=0)(one)), one)
+
+
+def test_the_no_shift_model_has_the_shift_models_weights_and_different_outputs():
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype="uint8")
+    p = {"image_size": 36, "crop_size": 32, "num_shift_blocks_per_stages": [1, 1],
+         "projected_dim": 24}
+    keras.utils.set_random_seed(0)
+    shifted = build("shiftvit", p | {"shift_pixel": 1}, images, 10)
+    keras.utils.set_random_seed(0)
+    still = build("shiftvit", p | {"shift_pixel": 0}, images, 10)
+    assert shifted.count_params() == still.count_params()
+    still.set_weights(shifted.get_weights())
+    assert not np.allclose(ops.convert_to_numpy(shifted(images, training=False)),
+                           ops.convert_to_numpy(still(images, training=False)))
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"num_div": 3}, "num_div must be >= 4, got 3"),
-    ({"shift_pixel": 0}, "shift_pixel must be >= 1, got 0"),
+    ({"shift_pixel": -1}, "shift_pixel must be >= 0, got -1"),
     ({"num_div": 12.0}, "num_div must be an integer, got 12.0"),
     ({"shift_pixel": True}, "shift_pixel must be an integer, got True"),
 ])
@@ -313,6 +335,7 @@ def test_shiftvit_defaults_are_the_full_recipe():
      "parameter num_shift_blocks_per_stages must be > 0, got [2, 0]"),
     ({"stochastic_depth_rate": 1.0}, "parameter stochastic_depth_rate must be in [0, 1), got 1.0"),
     ({"early_stopping_patience": -1}, "parameter early_stopping_patience must be >= 0, got -1"),
+    ({"shift_pixel": -1}, "parameter shift_pixel must be >= 0, got -1"),
     ({"learning_rate": 0}, "parameter learning_rate must be > 0, got 0"),
     ({"warmup_fraction": 1.5}, "parameter warmup_fraction must be in [0, 1), got 1.5"),
     ({"num_shift_blocks_per_stages": [2, "4"]},

@@ -15,6 +15,7 @@ from helpers import papers
 from helpers.harness.parameters import Parameters
 from helpers.harness.records import read_record
 from helpers.harness.run import dtype_policy
+from helpers.harness.train import adamw, decay_only_trajectory
 from helpers.papers.spt_lsa import (
     DEFAULTS,
     SHIFTS,
@@ -225,16 +226,56 @@ def test_each_head_divides_its_scores_by_its_own_temperature_under_the_mask():
     np.testing.assert_allclose(ops.convert_to_numpy(out), expected_out, rtol=1e-4, atol=1e-5)
 
 
-def test_temperature_changes_after_one_training_step():
+def tiny_lsa_classifier(decay_mode="per_step"):
     inputs = keras.Input((6, 8))
     layer = LocalitySelfAttention(num_heads=2, key_dim=4)
     pooled = keras.layers.GlobalAveragePooling1D()(layer(inputs, inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
-    model.compile(keras.optimizers.AdamW(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = float(ops.convert_to_numpy(layer.temperature))
-    model.train_on_batch(probe((4, 6, 8)), np.array([0, 1, 2, 0]))
-    assert float(ops.convert_to_numpy(layer.temperature)) != before
+    return keras.Model(inputs, keras.layers.Dense(3)(pooled)), layer
+
+
+def train_steps(model, layer, *, learning_rate, exempt, steps=5, mode="per_step",
+                weight_decay=1e-2):
+    """``steps`` AdamW steps at a constant rate; returns the temperature after each."""
+    optimizer = adamw(learning_rate, weight_decay, mode)
+    if exempt:
+        optimizer.exclude_from_weight_decay(var_list=[layer.temperature])
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = probe((4, 6, 8)), np.array([0, 1, 2, 0])
+    values = []
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+        values.append(float(ops.convert_to_numpy(layer.temperature)))
+    return np.array(values)
+
+
+@pytest.mark.parametrize("mode", ["per_step", "lr_scaled"])
+def test_with_no_learning_the_temperature_follows_the_decay_only_trajectory(mode):
+    # A zero learning rate: Adam's step is 0, only weight decay moves the temperature
+    # (per_step decays whatever the rate; lr_scaled then does not decay at all).
+    model, layer = tiny_lsa_classifier()
+    values = train_steps(model, layer, learning_rate=0.0, exempt=False, mode=mode)
+    expected = decay_only_trajectory(2.0, 1e-2, mode, np.zeros(5))[1:]
+    np.testing.assert_allclose(values, expected, rtol=1e-6)
+
+
+def test_a_temperature_exempt_from_decay_stays_at_its_start_without_learning():
+    model, layer = tiny_lsa_classifier()
+    values = train_steps(model, layer, learning_rate=0.0, exempt=True)
+    np.testing.assert_array_equal(values, np.full(5, 2.0, "float32"))
+
+
+def test_the_loss_moves_the_temperature_away_from_the_decay_only_trajectory():
+    # With a learning rate the gradient of the loss moves the temperature: after
+    # five steps it is away from where decay alone would put it by a share of the
+    # Adam steps (about the rate, 0.05, each), thousands of times float rounding.
+    model, layer = tiny_lsa_classifier()
+    values = train_steps(model, layer, learning_rate=5e-2, exempt=False)
+    decay_only = decay_only_trajectory(2.0, 1e-2, "per_step", np.full(5, 5e-2))[1:]
+    assert np.abs(values[-1] - decay_only[-1]) > 0.01
+    # Exempt from decay, the learned change is the whole change.
+    model, layer = tiny_lsa_classifier()
+    exempt = train_steps(model, layer, learning_rate=5e-2, exempt=True)
+    assert np.abs(exempt[-1] - 2.0) > 0.01
 
 
 def test_attention_dropout_acts_only_in_training():
@@ -446,6 +487,8 @@ def test_spt_lsa_defaults_are_the_source_recipe_with_its_schedule_applied():
         "dropout_rate": 0.1, "head_dropout_rate": 0.5,
         # TF Addons' AdamW: 1e-4 of each weight per step; one temperature per LSA layer.
         "weight_decay_mode": "per_step", "temperature_per_head": False,
+        # Both ideas, the vanilla ViT beside them, the temperatures decayed like any weight.
+        "spt": True, "lsa": True, "train_vanilla": True, "temperature_weight_decay": True,
     } == defaults
 
 
@@ -466,6 +509,11 @@ def test_spt_lsa_defaults_are_the_source_recipe_with_its_schedule_applied():
                             "mean warmup_fraction"),
     ({"weight_decay_mode": "tfa"}, "parameter weight_decay_mode must be one of"),
     ({"temperature_per_head": "yes"}, "parameter temperature_per_head must be"),
+    ({"spt": "no"}, "parameter spt must be"),
+    ({"lsa": 0}, "parameter lsa must be"),
+    ({"temperature_weight_decay": "off"}, "parameter temperature_weight_decay must be"),
+    ({"spt": False, "lsa": False},
+     "parameter train_vanilla must be False when spt and lsa are both False"),
 ])
 def test_bad_parameters_stop_the_spt_lsa_notebook_at_once(parameters, message, monkeypatch):
     assert_stops_before_loading_data(NOTEBOOK, parameters, message, monkeypatch)
@@ -518,8 +566,8 @@ def test_site_has_the_spt_lsa_page_with_both_runs_glued(smoke_build):
     record = shown_records(smoke_build)["spt_lsa"]
     text = " ".join(page.get_text().split())
     vanilla, sl = record["runs"]["vanilla"], record["runs"]["spt_lsa"]
-    assert re.search(rf"ViT \(vanilla\) {round(100 * vanilla['test_top1'], 2)}% "
-                     rf"{round(100 * vanilla['test_top5'], 2)}% {vanilla['parameter_count']:,}", text)
+    assert re.search(rf"ViT \(vanilla\) {100 * vanilla['test_top1']:.2f}% "
+                     rf"{100 * vanilla['test_top5']:.2f}% {vanilla['parameter_count']:,}", text)
     assert re.search(rf"SL-ViT \(SPT \+ LSA\) {round(100 * sl['test_top1'], 2)}% "
                      rf"{round(100 * sl['test_top5'], 2)}% {sl['parameter_count']:,}", text)
     assert "53.10%" in text and "56.11%" in text

@@ -10,6 +10,7 @@ from helpers.harness.train import (
     LearningRateRecorder,
     PerStepAdamW,
     adamw,
+    decay_only_trajectory,
     set_seed,
     train_and_evaluate,
     warmup_cosine_schedule,
@@ -182,6 +183,49 @@ def test_per_step_adamw_round_trips_through_its_config():
 def test_a_bad_weight_decay_mode_is_named():
     with pytest.raises(ValueError, match="weight_decay_mode"):
         adamw(1e-3, 1e-4, "per_epoch")
+
+
+@pytest.mark.parametrize("mode", ["per_step", "lr_scaled"])
+def test_a_weight_excluded_from_decay_keeps_its_value_under_a_zero_gradient(mode):
+    kept, decayed = keras.Variable(np.full(2, 3.0, "float32")), keras.Variable(np.ones(2, "float32"))
+    optimizer = adamw(1e-2, 1e-2, mode)
+    optimizer.exclude_from_weight_decay(var_list=[kept])
+    for _ in range(3):
+        optimizer.apply([keras.ops.zeros(2), keras.ops.zeros(2)], [kept, decayed])
+    factor = (1 - 1e-2) if mode == "per_step" else (1 - 1e-2 * 1e-2)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kept), [3.0, 3.0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(decayed), [factor**3] * 2, rtol=1e-6)
+
+
+def test_train_and_evaluate_exempts_the_variables_it_is_given_from_decay(digits_split):
+    set_seed(0)
+    model = small_classifier(digits_split)
+    model(digits_split.x_train[:1])
+    exempt, decayed = model.trainable_variables[-1], model.trainable_variables[-2]
+    exempt.assign(np.full(exempt.shape, 5.0, "float32"))
+    decayed.assign(np.full(decayed.shape, 5.0, "float32"))
+    train_and_evaluate(model, digits_split, epochs=1, batch_size=64, weight_decay=0.5,
+                       weight_decay_mode="per_step", verbose=0, restore_best=False,
+                       exclude_from_weight_decay=[exempt])
+    # Adam alone moves a weight by about the learning rate (1e-3) per step at most;
+    # a decay of 0.5 per step would have taken 5 to nearly 0 within a few steps.
+    steps = math.ceil(len(digits_split.x_train) / 64)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(exempt), 5.0, atol=1.5e-3 * steps)
+    assert np.abs(keras.ops.convert_to_numpy(decayed)).max() < 0.5
+
+
+def test_decay_only_trajectory_multiplies_step_by_step():
+    # per_step: (1 - wd) at every step, whatever the rate.
+    np.testing.assert_allclose(decay_only_trajectory(8.0, 0.1, "per_step", [0.0, 5.0, 1.0]),
+                               [8.0, 7.2, 6.48, 5.832])
+    # lr_scaled: (1 - rate * wd) with each step's own rate.
+    np.testing.assert_allclose(decay_only_trajectory(2.0, 0.5, "lr_scaled", [0.0, 0.2, 1.0]),
+                               [2.0, 2.0, 1.8, 0.9])
+    # The case: 1e-4 per step over 1,760 steps takes 8 to 8 * (1 - 1e-4)**1760.
+    assert decay_only_trajectory(8.0, 1e-4, "per_step", np.zeros(1760))[-1] == pytest.approx(
+        8 * (1 - 1e-4) ** 1760)
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        decay_only_trajectory(1.0, 0.1, "per_epoch", [1.0])
 
 
 def test_training_with_per_step_decay_learns(digits_split):

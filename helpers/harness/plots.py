@@ -8,7 +8,7 @@ is narrower, and then shrinks it, text and all. Every figure of the book is
 therefore at most ``PAGE_WIDTH`` inches wide (the column, ``PAGE_WIDTH_PX``
 pixels at a 1280 px window), so that it is shown at the size it was drawn and
 its smallest text (``MIN_FONT_PT``, 9 px) stays legible. ``figure_size`` gives a
-figure's ``figsize``; the schematics (``helpers.book.schematics``) and the
+figure's ``figsize``; the schematics (``helpers.harness.schematics``) and the
 explorers' pictures (``figure_png``) use the same constants.
 """
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
 
 from helpers.harness.data import Dataset
@@ -53,9 +54,27 @@ class PerStepAdamW(keras.optimizers.Adam):
         # Not ``self.weight_decay``: Keras's base class would apply that one
         # a second time, scaled by the learning rate.
         self.per_step_decay = float(weight_decay)
+        self.per_step_exempt: set[int] = set()
+        self.per_step_exempt_names: list[str] = []
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Keras's method, honoured by the per-step decay too: the variables of
+        ``var_list`` (and those whose name contains one of ``var_names``) keep
+        their value apart from the Adam step."""
+        super().exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+        # By identity: on TensorFlow ``update_step`` receives the backend variable
+        # that a Keras variable's ``value`` holds, on JAX and PyTorch the Keras one.
+        self.per_step_exempt = {id(v) for variable in var_list or []
+                                for v in (variable, variable.value)}
+        self.per_step_exempt_names = list(var_names or [])
+
+    def _decays(self, variable) -> bool:
+        if id(variable) in self.per_step_exempt:
+            return False
+        return not any(name in variable.name for name in self.per_step_exempt_names)
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.per_step_decay:
+        if self.per_step_decay and self._decays(variable):
             decay = ops.cast(self.per_step_decay, variable.dtype)
             self.assign_sub(variable, variable * decay)
         super().update_step(gradient, variable, learning_rate)
@@ -77,6 +96,25 @@ def adamw(learning_rate, weight_decay: float, mode: str = "lr_scaled") -> keras.
     if mode == "per_step":
         return PerStepAdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+
+
+def decay_only_trajectory(start, weight_decay: float, mode: str, rates) -> np.ndarray:
+    """What decoupled weight decay alone does to a weight that starts at ``start``.
+
+    ``rates``: the learning rate of each training step, in order (the rates the
+    optimizer applied, or its schedule evaluated step by step). Returns
+    ``len(rates) + 1`` values: ``start`` and the value after each step when the
+    gradient never moves the weight, with the step semantics of ``adamw``:
+    ``"per_step"`` multiplies by ``1 - weight_decay`` at every step,
+    ``"lr_scaled"`` by ``1 - rate * weight_decay`` with that step's rate. The
+    baseline a learned weight under decay (the LSA temperatures) is read against.
+    """
+    if mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {mode!r}")
+    rates = np.asarray(rates, dtype="float64")
+    factors = (np.full(len(rates), 1.0 - weight_decay) if mode == "per_step"
+               else 1.0 - rates * weight_decay)
+    return float(start) * np.concatenate([[1.0], np.cumprod(factors)])
 
 
 def set_seed(seed: int) -> None:
@@ -218,6 +256,7 @@ def train_and_evaluate(
     label_smoothing: float = 0.0,
     restore_best: bool = True,
     callbacks: list | None = None,
+    exclude_from_weight_decay: list | None = None,
     backup_dir: str | os.PathLike | None = None,
     feed: str = "auto",
     seed: int = 0,
@@ -244,6 +283,9 @@ def train_and_evaluate(
         restore_best: with a validation split, end with the weights of the
             epoch of best validation accuracy.
         callbacks: extra Keras callbacks.
+        exclude_from_weight_decay: variables of ``model`` that weight decay
+            leaves alone (the optimizer's ``exclude_from_weight_decay``; the
+            per-step mode honours it too). Default: every trained weight decays.
         backup_dir: back up the training state there after every epoch
             (``keras.callbacks.BackupAndRestore`` plus this run's log, best
             weights and the counters of ``EarlyStopping`` and
@@ -305,6 +347,8 @@ def train_and_evaluate(
         optimizer = adamw(rate, weight_decay, weight_decay_mode)
     elif not isinstance(optimizer, keras.optimizers.Optimizer):
         optimizer = optimizer(rate)
+    if exclude_from_weight_decay:
+        optimizer.exclude_from_weight_decay(var_list=list(exclude_from_weight_decay))
 
     def targets(labels):
         if label_smoothing:

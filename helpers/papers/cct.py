@@ -194,17 +194,46 @@ class SequencePooling(layers.Layer):
         return (pooled, weights) if return_weights else pooled
 
 
-# book/cct.ipynb, cell 36 ("The whole model")
+# book/cct.ipynb, cell 36 ("Sequence pooling")
+@keras.saving.register_keras_serializable(package="helpers")
+class ClassToken(layers.Layer):
+    """Prepend one learned token: (batch, tokens, width) -> (batch, tokens + 1, width).
+
+    The classifier of ``pooling="class_token"`` reads the output at position 0.
+    """
+
+    def build(self, input_shape):
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros",
+                                     name="class_token")
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        token = ops.cast(ops.broadcast_to(self.token, (batch, 1, tokens.shape[-1])), tokens.dtype)
+        return ops.concatenate([token, tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        steps = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], steps, input_shape[-1])
+
+
+# book/cct.ipynb, cell 39 ("The whole model")
+POOLINGS = ("sequence", "class_token", "average")
+
+
 def build_cct(p, x_train, num_classes, name="cct"):
     """The CCT classifier of parameters ``p``: augmentation, convolutional tokens, CCT
-    blocks, sequence pooling, logits.
+    blocks, pooling, logits.
 
     ``x_train`` (uint8 training images) sets the input shape. The tokenizer has
     ``p.conv_layers`` stages, ``p.conv_channels`` channels each but the last, which
     has ``p.projection_dim``. Block ``i`` drops its branches at rate
     ``drop_path_rates(p.stochastic_depth_rate, p.transformer_layers)[i]`` and seeds
-    them from ``p.seed``.
+    them from ``p.seed``. ``p.pooling`` (``POOLINGS``) reads the tokens for the
+    classifier: ``"sequence"`` (``SequencePooling``), ``"class_token"``
+    (``ClassToken`` before the blocks, its output classified) or ``"average"``.
     """
+    pooling = p.get("pooling", "sequence")
+    require(pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}, got {pooling!r}")
     units = list(p.transformer_units)
     require(units[-1:] == [p.projection_dim], "transformer_units",
             f"must end with projection_dim={p.projection_dim}, got {units}")
@@ -215,24 +244,34 @@ def build_cct(p, x_train, num_classes, name="cct"):
     tokens = CCTTokenizer(channels, name="tokenizer")(x)
     if p.positional_emb:
         tokens = PositionEmbedding(name="position_embedding")(tokens)
+    if pooling == "class_token":
+        tokens = ClassToken(name="class_token")(tokens)
     for index, rate in enumerate(drop_path_rates(p.stochastic_depth_rate, p.transformer_layers)):
         tokens = cct_block(tokens, p.num_heads, p.projection_dim, units, p.dropout_rate, rate,
                            seed=p.seed + 2 * index)
     tokens = layers.LayerNormalization(epsilon=1e-5, name="final_norm")(tokens)
-    pooled = SequencePooling(name="sequence_pooling")(tokens)
+    if pooling == "sequence":
+        pooled = SequencePooling(name="sequence_pooling")(tokens)
+    elif pooling == "class_token":
+        pooled = tokens[:, 0]  # the class token's output
+    else:
+        pooled = layers.GlobalAveragePooling1D(name="average_pooling")(tokens)
     # float32 logits, whatever the dtype policy: the loss and the metrics read them
     logits = layers.Dense(num_classes, name="logits", dtype="float32")(pooled)
     return keras.Model(inputs, logits, name=name)
 
 
-# book/cct.ipynb, cell 46 ("Where sequence pooling looks")
+# book/cct.ipynb, cell 49 ("Where sequence pooling looks")
 def sequence_pooling_weights(model, images, batch_size=256):
     """Sequence-pooling weights of ``model`` on ``images``, (batch, tokens), float32 NumPy.
 
     The pooling layer is the model's ``SequencePooling`` layer; each row sums
     to 1. Tokens are in the tokenizer's row-major grid order.
     """
-    pooling = next(layer for layer in model.layers if isinstance(layer, SequencePooling))
+    pooling = next((layer for layer in model.layers if isinstance(layer, SequencePooling)),
+                   None)
+    if pooling is None:
+        raise ValueError("the model has no SequencePooling layer (pooling='sequence' only)")
     probe = keras.Model(model.input, pooling.input)
     weights = []
     for start in range(0, len(images), batch_size):
@@ -259,6 +298,7 @@ DEFAULTS = {
     'transformer_units': [128, 128],
     'dropout_rate': 0.1,
     'stochastic_depth_rate': 0.1,
+    'pooling': 'sequence',
     'learning_rate': 0.001,
     'weight_decay': 0.0001,
     'weight_decay_mode': 'lr_scaled',

@@ -28,12 +28,13 @@ class Shift(layers.Layer):
     g = channels // num_div, channels [0, g) move left, [g, 2g) right,
     [2g, 3g) up and [3g, 4g) down by ``shift_pixel`` pixels; the pixels a group
     leaves are zero and those pushed past the border are dropped. Channels from
-    4g on pass unchanged: 4/num_div of the channels move.
+    4g on pass unchanged: 4/num_div of the channels move. ``shift_pixel=0`` is
+    the identity (the no-shift ablation).
     """
 
     def __init__(self, num_div=12, shift_pixel=1, **kwargs):
         super().__init__(**kwargs)
-        for name, value, smallest in (("num_div", num_div, 4), ("shift_pixel", shift_pixel, 1)):
+        for name, value, smallest in (("num_div", num_div, 4), ("shift_pixel", shift_pixel, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             if value < smallest:
@@ -57,6 +58,8 @@ class Shift(layers.Layer):
 
     def call(self, x):
         s, g = self.shift_pixel, x.shape[-1] // self.num_div
+        if s == 0:
+            return x
         left = _zero_pad(x[:, :, s:, 0 * g:1 * g], axis=2, before=0, after=s)
         right = _zero_pad(x[:, :, :-s, 1 * g:2 * g], axis=2, before=s, after=0)
         up = _zero_pad(x[:, s:, :, 2 * g:3 * g], axis=1, before=0, after=s)

@@ -18,7 +18,7 @@ hold for any parameters.
 The book's runner writes the PNGs into the build tree's ``book/schematics/``
 (``write_all``, each model with its notebook's defaults) and the paper pages
 embed them from their Markdown; the same files come from
-``python -m helpers.book.schematics OUTDIR``. ``schematic_png`` saves a figure
+``python -m helpers.harness.schematics OUTDIR``. ``schematic_png`` saves a figure
 at the resolution that makes it as wide as the site's content column
 (``helpers.harness.plots.PAGE_WIDTH_PX``), so it is shown at the size it is
 drawn, its 9-point text at least ``MIN_TEXT_PX`` pixels tall. Nothing here
@@ -449,7 +449,8 @@ def shiftvit(p: Any = None) -> Figure:
     block = s.chain(y, [
         Group([
             Node("shift", f"{moved} move {shift_pixel} px:\n"
-                 "← → ↑ ↓, no parameters", "new"),
+                 "← → ↑ ↓, no parameters", "new") if shift_pixel else
+            Node("no shift", "shift_pixel = 0:\nthe identity", "new"),
             None, Node("LayerNorm"), None,
             Node("MLP", f"Dense to {ratio}·c, GELU,\nDense to c"),
             "drop path", Node("+", "", "data"),
@@ -472,7 +473,7 @@ def shiftvit_caption(p: Any = None) -> str:
               else ", ".join(described[:-1]) + " and " + described[-1])
     count = "one stage" if len(stages) == 1 else f"{len(stages)} stages"
     return (f"The data flow of this run's ShiftViT, drawn from its parameters by the book "
-            f"(`helpers/book/schematics.py`): {count}, {joined}, with patch merging "
+            f"(`helpers/harness/schematics.py`): {count}, {joined}, with patch merging "
             f"between them; below, one shift block.")
 
 
@@ -570,7 +571,7 @@ def write_all(folder: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m helpers.book.schematics OUTDIR", file=sys.stderr)
+        print("usage: python -m helpers.harness.schematics OUTDIR", file=sys.stderr)
         return 2
     for path in write_all(Path(argv[0])):
         print(path)
