@@ -47,10 +47,10 @@ def test_heads_are_local_or_far_only_beyond_two_standard_errors_over_the_images(
     text = attention_distance_reading(distances, 10.0, model="ViT")
     assert text.startswith("**ViT.** Uniform attention would reach 10.0 px. ")
     assert "over 4 images" in text
-    assert ("In block 1 the heads attend at 4.0 ± 0.5, 9.5 ± 0.5, 10.9 ± 0.3 px: 1 of 3 heads "
+    assert ("In block 1 the heads attend at 4.0 ± 0.50, 9.5 ± 0.50, 10.9 ± 0.30 px: 1 of 3 heads "
             "local (closer than uniform), 1 of 3 heads not distinguishable from uniform "
             "attention at this budget, 1 of 3 heads farther than uniform.") in text
-    assert ("In block 2, the last, the heads attend at 10.0 ± 0.1, 9.2 ± 0.5, 10.5 ± 0.3 px: "
+    assert ("In block 2, the last, the heads attend at 10.0 ± 0.10, 9.2 ± 0.50, 10.5 ± 0.30 px: "
             "all 3 heads not distinguishable from uniform attention at this budget.") in text
 
 

@@ -129,7 +129,7 @@ def attention_distance_reading(distances, uniform: float, *, model: str = "",
                  (far, "farther than uniform")]
         verdict = ", ".join(f"{_count(n, heads, 'head')} {kind}" for n, kind in kinds if n)
         where = "block 1" if block == 0 else f"block {block + 1}, the last,"
-        spread = ", ".join(f"{m:.1f} ± {e:.1f}" for m, e in zip(mean[block], error[block]))
+        spread = ", ".join(f"{m:.1f} ± {e:.2f}" for m, e in zip(mean[block], error[block]))
         parts.append(f"In {where} the heads attend at {spread} px: {verdict}.")
     who = f"**{model}.** " if model else ""
     n = len(samples)
