@@ -87,3 +87,26 @@ def test_the_script_times_each_model_in_both_precisions_within_its_budget(tmp_pa
     assert report["options"]["wall_seconds"] < 240
     assert report["machine"]["cores"] >= 1 and report["date"].startswith("20")
     assert not output.with_suffix(".lines").exists()
+
+
+@pytest.mark.keras_free
+def test_the_worker_needs_no_jupyter_package_nor_tensorflow():
+    """A lent GPU machine has JAX and PyTorch but no TensorFlow and none of the notebook
+    tools: the worker's imports and a model build must not reach for them."""
+    blocked = ["nbformat", "papermill", "nbclient", "IPython", "ipywidgets", "jupyter_book",
+               "tensorflow"]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None  # an import of it now raises ImportError\n"
+        "import os\n"
+        "os.environ['KERAS_BACKEND'] = 'jax'\n"
+        "from helpers.book import bench, epoch_bench\n"
+        "from helpers.book.runner import profile_parameters\n"
+        "from helpers.harness.records import runtime\n"
+        "model, x, y = bench.compiled_model('cct', profile_parameters('cct', 'smoke'), images=8)\n"
+        "print(runtime()['backend'], bench.provenance()['machine']['cores'], model.count_params())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[0] == "jax"

@@ -37,7 +37,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
+# nbformat is imported by the functions that use it: the GPU script
+# (helpers.book.epoch_bench) reaches this module through the runner on machines
+# without the Jupyter packages.
+
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = "runs"
@@ -106,6 +109,8 @@ def helper_files(code: str, source: Path = ROOT) -> list[str]:
 def code_cells(notebook: Path) -> list[str]:
     """The sources of a notebook's code cells, as papermill leaves them: a cell
     papermill injected (tagged ``injected-parameters``) is not part of the code."""
+    import nbformat
+
     nb = nbformat.read(notebook, as_version=4)
     return [c.source for c in nb.cells if c.cell_type == "code"
             and "injected-parameters" not in c.metadata.get("tags", [])]
@@ -291,6 +296,8 @@ def describe(record: dict) -> str:
 def notice_cell(record: dict, source: Path = ROOT):
     """The Markdown cell that opens a published page: which run, and whether the
     code has changed since."""
+    import nbformat
+
     changed = stale(record, source)
     text = f"```{{note}}\n{describe(record)}\n```\n"
     if changed:
@@ -310,6 +317,8 @@ def ablation_cell(name: str, source: Path = ROOT):
     """The Markdown cell that ends a published page with its paper's ablation, from
     the evidence records (``helpers.book.evidence``: ``evidence.yml`` and
     ``runs/evidence/<name>/``); None while the notebook has no such record."""
+    import nbformat
+
     from helpers.book import evidence
 
     if not (source / evidence.PLAN).is_file() or not any(
@@ -329,6 +338,8 @@ def with_current_prose(executed, current):
     (its executed copy, same code cells): Markdown edited since the run shows as it
     is now, and the code, which has not changed, with the outputs it produced.
     Papermill's injected-parameters cell is kept after the parameters cell."""
+    import nbformat
+
     ran = [c for c in executed.cells if c.cell_type == "code"
            and "injected-parameters" not in c.metadata.get("tags", [])]
     code = [c for c in current.cells if c.cell_type == "code"]
@@ -362,6 +373,8 @@ def show_published(profile: str, site: Path, source: Path = ROOT) -> dict[str, l
     published for ``profile``, each opened by its notice; copy the published
     records to ``site/runs/<profile>/results``. The executed copies move to
     ``executed_folder(site)``. Returns ``{notebook: changes}``."""
+    import nbformat
+
     runs = published_runs(profile, source)
     report = {}
     records = site / RUNS / profile / RECORDS
