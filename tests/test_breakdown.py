@@ -159,6 +159,7 @@ def test_each_operation_gets_the_kind_of_what_it_computes(name, kind):
     ("aten::bernoulli_", "random"), ("aten::uniform_", "random"),
     ("aten::copy_", "data movement"), ("aten::cat", "data movement"),
     ("aten::_to_copy", "cast"), ("aten::to", "cast"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "matmul"),
     ("aten::gelu", "elementwise"), ("aten::mul", "elementwise"),
     ("autograd::engine::evaluate_function: AddBackward0", "other"),
 ])

@@ -225,6 +225,8 @@ def tf_kind(operator: str) -> str | None:
 def torch_kind(operator: str) -> str:
     """The kind of PyTorch operator ``operator`` (``aten::addmm`` -> matmul)."""
     short = operator.split("::")[-1]
+    if short.startswith("_scaled_dot_product"):  # attention's fused kernels, forward and backward
+        return "matmul"
     for kind, names in TORCH_KINDS.items():
         if short in names:
             return kind
