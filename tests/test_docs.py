@@ -210,8 +210,10 @@ def test_a_record_with_several_dtype_policies_gets_a_speedup_table(tmp_path):
     record["results"] = [r for pair in zip(record["results"], faster) for r in pair]
     (runs / "bench" / "full-tensorflow-bf16.json").write_text(json.dumps(record))
     shown = execute_performance(tmp_path, runs)
-    assert "| a large matrix product | 3.00× |" in shown
-    assert "| CCT, training images/s | 1.25× |" in shown
+    peak = record["matmul_peak_flops_per_second"]["float32"]
+    assert f"| a large matrix product | {peak / 1e9:.0f} GFLOP/s | 3.00× |" in shown
+    # each model's rate, then the speedup, each with its fraction of its own type's peak
+    assert re.search(r"\| CCT, training \| [\d.,]+ images/s \(\d+%\) \| 1\.25× \(\d+%\) \|", shown)
     assert "`mixed_bfloat16` made the matrix product 3.00 times as fast and training " \
            "1.25 times as fast" in shown
     assert "No committed benchmark record holds more than one dtype policy" not in shown

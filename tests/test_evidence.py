@@ -19,7 +19,7 @@ budget:
   backend: tensorflow
   precision: float32
 seeds: [0, 1, 2]
-benchmark: runs/bench/cifar10-cpu-tensorflow.json
+benchmark: runs/bench/cifar10-cpu-precision-tensorflow.json
 notebooks:
   vit:
     question: patch size
