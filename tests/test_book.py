@@ -141,7 +141,7 @@ def test_every_paper_page_shows_the_schematic_of_its_model(smoke_build):
 
     for name in MODELS:
         page = html(smoke_build, f"book/{name}.html")
-        figure = next((img for img in page.find_all("img") if "schematics" in img["src"]
+        figure = next((img for img in page.find_all("img") if "schematics" in img.get("src", "")
                        or img.get("alt") == ALT_TEXT[name]), None)
         if figure is None:
             # A schematic drawn from the run's own parameters is an output of the run:
