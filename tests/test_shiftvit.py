@@ -313,10 +313,11 @@ def test_shiftvit_defaults_are_the_full_recipe():
 
 
 @pytest.mark.parametrize("parameters,message", [
-    ({"num_div": 3}, "parameter num_div must be >= 4 (four groups move: left, right, up, down), "
-                     "got 3"),
+    ({"num_div": 3}, "parameter num_div must be from 4 (four groups move: left, right, up, "
+                     "down) to projected_dim=96 (every group needs a channel), got 3"),
     ({"num_div": 16, "projected_dim": 12},
-     "parameter num_div must be at most projected_dim=12 so that every group has a channel, got 16"),
+     "parameter num_div must be from 4 (four groups move: left, right, up, down) to "
+     "projected_dim=12 (every group needs a channel), got 16"),
     ({"shift_pixel": 2}, "parameter shift_pixel must be smaller than the smallest feature map it "
                          "shifts (the 48 px crop in 4 px patches, halved at each merge between "
                          "stages [2, 4, 8, 2]), got 2"),
@@ -401,8 +402,9 @@ def test_shiftvit_smoke_run_learns_well_above_chance(smoke_build):
 def test_executed_shiftvit_notebook_has_its_figures_and_no_errors(smoke_build):
     outputs = executed_outputs(smoke_build)
     assert not [o for o in outputs if o.output_type == "error"]
-    # augmentation, learning curves, the shift before/after, predictions
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
+    # the schematic drawn from the run's parameters, augmentation, learning curves, the
+    # shift before/after, predictions
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5
     html = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("data:image/png;base64" in h and "Animation" in h for h in html)
     text = "".join(o.get("text", "") for o in outputs)
