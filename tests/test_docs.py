@@ -195,6 +195,16 @@ def test_the_performance_page_renders_every_committed_record(tmp_path):
     record = json.loads((ROOT / "runs" / "bench" / "full-tensorflow.json").read_text())
     cct = next(r for r in record["results"] if r["model"] == "cct")
     assert f"| CCT | {cct['batch_size']} | {cct['images_per_second']:.0f} (" in shown
+    # every precision twin of the evidence plan that has records gets its row
+    from helpers.book import evidence
+    from helpers.papers import TITLES
+
+    plan = evidence.read_plan(ROOT / "evidence.yml")
+    twins = evidence.precision_twins(plan)
+    assert twins, "the plan checks bfloat16 against float32 for some model"
+    for twin in twins:
+        if evidence.read_records(ROOT / "runs" / "evidence", twin.notebook, twin.arm.name):
+            assert f"| {TITLES[twin.notebook]} | " in shown, twin.notebook
 
 
 @pytest.mark.keras_free

@@ -164,7 +164,8 @@ def test_fewer_than_three_seeds_never_call_a_difference():
 def fake_record(plan, arm, seed, parameters, source=ROOT, top1=0.6):
     return {
         "notebook": arm.notebook, "backend": plan.backend, "backend_version": "2.x",
-        "keras_version": "3.x", "epochs": parameters["epochs"], "precision": plan.precision,
+        "keras_version": "3.x", "epochs": parameters["epochs"],
+        "precision": parameters.get("precision", plan.precision),
         "test_top1": top1 + seed / 100, "test_top5": 0.9, "parameter_count": 1000,
         "train_seconds": 50.0, "epoch_seconds": [30.0, 20.0], "dataset": "cifar10",
         "parameters": parameters, "image_shape": [32, 32, 3], "num_classes": 10,
@@ -313,6 +314,68 @@ def test_the_ablation_section_warns_when_the_code_changed_since_the_runs(tmp_pat
     path.write_text(json.dumps(record))
     text = evidence.ablation_markdown("cct", plan, records)
     assert "{warning}" in text and "(two seed 2)" in text
+
+
+TWINS = PLAN.replace("precision: float32", "precision: mixed_bfloat16").replace(
+    "      patch-8: {label: patches of 8 px, parameters: {patch_size: 8}}\n",
+    "      patch-8: {label: patches of 8 px, parameters: {patch_size: 8}}\n"
+    "      patch-4-float32: {label: patches of 4 px in float32,\n"
+    "                        parameters: {patch_size: 4, precision: float32}}\n")
+
+
+def test_an_arm_in_another_precision_is_paired_with_its_twin_in_the_budgets(tmp_path):
+    plan = evidence.load_plan(write_plan(tmp_path, TWINS))
+    [twin] = evidence.precision_twins(plan)
+    assert (twin.notebook, twin.arm.name, twin.reference.name) == \
+        ("vit", "patch-4", "patch-4-float32")
+    assert (twin.precision, twin.reference_precision) == ("mixed_bfloat16", "float32")
+    values = evidence.run_parameters(plan, twin.reference, 0)
+    assert values["precision"] == "float32" and values["patch_size"] == 4
+    assert evidence.run_parameters(plan, twin.arm, 0)["precision"] == "mixed_bfloat16"
+    assert evidence.precision_twins(evidence.load_plan(write_plan(tmp_path))) == []
+
+
+def write_bench(tmp_path, fast, slow):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"results": [
+        {"model": "vit", "dtype_policy": "float32", "images_per_second": slow, "devices": 1},
+        {"model": "vit", "dtype_policy": "mixed_bfloat16", "images_per_second": fast,
+         "devices": 1}]}))
+    return path
+
+
+def test_the_precision_section_says_bfloat16_holds_where_the_means_agree_within_the_spread(
+        tmp_path):
+    plan = evidence.load_plan(write_plan(tmp_path, TWINS))
+    plan.benchmark = str(write_bench(tmp_path, 300.0, 240.0))
+    records = tmp_path / "records"
+    assert evidence.precision_markdown(plan, records) is None
+    write_arm(records, plan, "vit", "patch-4", [0.500, 0.510, 0.505])
+    write_arm(records, plan, "vit", "patch-4-float32", [0.505, 0.498, 0.512])
+    text = evidence.precision_markdown(plan, records, titles={"vit": "ViT"})
+    assert "| ViT | 50.50 ± 0.50% | 50.50 ± 0.70% | 1.25× | 3 and 3 |" in text
+    assert ("- ViT: 50.50 ± 0.50% top-1 in mixed_bfloat16 against 50.50 ± 0.70% in float32, "
+            "over 3 seeds each: mixed_bfloat16 holds its accuracy at this budget: the means "
+            "are 0.00 points apart, within the seeds' spread (± 0.50 and ± 0.70); in the "
+            "benchmark it trains 1.25 times as fast as in float32.") in text
+    assert "in float32, mixed_bfloat16" in text  # the budget sentence names both
+
+
+def test_the_precision_section_says_bfloat16_does_not_hold_where_the_means_part(tmp_path):
+    plan = evidence.load_plan(write_plan(tmp_path, TWINS))
+    plan.benchmark = None
+    records = tmp_path / "records"
+    write_arm(records, plan, "vit", "patch-4", [0.450, 0.455, 0.452])
+    write_arm(records, plan, "vit", "patch-4-float32", [0.500, 0.498, 0.505])
+    text = evidence.precision_markdown(plan, records)
+    assert "mixed_bfloat16 does not hold its accuracy at this budget" in text
+    assert "| – |" in text  # no benchmark record: no speed ratio
+    write_arm(records, plan, "vit", "patch-4", [0.450])
+    for seed in (1, 2):
+        evidence.record_path(records, plan.arm("vit", "patch-4"), seed).unlink()
+    text = evidence.precision_markdown(plan, records)
+    assert "too few seeds so far (1 and 3; at least 3 each)" in text
+    assert "holds its accuracy at this budget" not in text
 
 
 def test_a_published_page_ends_with_its_ablation_once_records_exist(tmp_path):

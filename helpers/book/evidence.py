@@ -475,6 +475,119 @@ def ablation_markdown(notebook: str, plan: Plan, records: Path, source: Path = R
     return "\n".join(text) + "\n"
 
 
+# --------------------------------------------------------------- precision twins
+
+@dataclass(frozen=True)
+class Twin:
+    """Two arms of one notebook that differ only in the precision they compute in."""
+    notebook: str
+    arm: Arm  # in the budget's precision
+    reference: Arm  # the same model in another precision (its parameters set ``precision``)
+    precision: str  # the budget's
+    reference_precision: str
+
+
+def precision_twins(plan: Plan) -> list[Twin]:
+    """Every arm that sets a ``precision`` other than the budget's, with the arm whose
+    other parameters are the same and which computes in the budget's precision."""
+    def rest(arm):
+        return {k: v for k, v in arm.parameters.items() if k != "precision"}
+
+    twins = []
+    for notebook, arms in plan.arms.items():
+        for reference in arms:
+            other = reference.parameters.get("precision", plan.precision)
+            if other == plan.precision:
+                continue
+            same = [a for a in arms if a is not reference and rest(a) == rest(reference)
+                    and a.parameters.get("precision", plan.precision) == plan.precision]
+            if same:
+                twins.append(Twin(notebook, same[0], reference, plan.precision, other))
+    return twins
+
+
+def agree(a: Summary, b: Summary) -> bool:
+    """The two means agree within the seeds' spread: at least ``MIN_SEEDS`` seeds
+    each, and the gap between the means no larger than the two standard
+    deviations added together."""
+    if a.n < MIN_SEEDS or b.n < MIN_SEEDS:
+        return False
+    return abs(a.mean - b.mean) <= a.std + b.std
+
+
+def benchmark_speeds(path: Path | None) -> dict:
+    """``{(model, dtype policy): images/s}`` of a benchmark record (one run, one device)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    record = json.loads(Path(path).read_text())
+    return {(r["model"], r.get("dtype_policy", "float32")): r["images_per_second"]
+            for r in record.get("results", []) if r.get("devices", 1) == 1}
+
+
+def precision_markdown(plan: Plan, records: Path, *, titles: dict | None = None,
+                       source: Path = ROOT) -> str | None:
+    """Whether the budget's precision holds each twin's accuracy, from the records:
+    a table (top-1 mean ± std in each precision, the benchmark's speed ratio) and
+    one generated sentence per model; None when no twin has a record yet."""
+    twins = precision_twins(plan)
+    found = {t: (read_records(records, t.notebook, t.arm.name),
+                 read_records(records, t.notebook, t.reference.name)) for t in twins}
+    if not any(a or b for a, b in found.values()):
+        return None
+    titles = titles or {}
+    speeds = benchmark_speeds(source / plan.benchmark if plan.benchmark else None)
+    rows, sentences, stale_runs, every = [], [], [], []
+    for twin, (fast, slow) in found.items():
+        title = titles.get(twin.notebook, twin.notebook)
+        digest = publish.code_digest(source / "book" / f"{twin.notebook}.ipynb", source)
+        for r in fast + slow:
+            if publish.changes(r["evidence"]["code_digest"], digest):
+                stale_runs.append(f"{twin.notebook} {r['evidence']['arm']} seed "
+                                  f"{r['evidence']['seed']}")
+        every += fast + slow
+        a = arm_summaries(fast)["top1"] if fast else None
+        b = arm_summaries(slow)["top1"] if slow else None
+        ratio = (speeds[(twin.notebook, twin.precision)]
+                 / speeds[(twin.notebook, twin.reference_precision)]
+                 if (twin.notebook, twin.precision) in speeds
+                 and (twin.notebook, twin.reference_precision) in speeds else None)
+        rows.append(f"| {title} | {pm(a, 2) if a else 'not run yet'} | "
+                    f"{pm(b, 2) if b else 'not run yet'} | "
+                    f"{f'{ratio:.2f}×' if ratio else '–'} | {a.n if a else 0} and {b.n if b else 0} |")
+        if not (a and b):
+            continue
+        if a.n < MIN_SEEDS or b.n < MIN_SEEDS:
+            verdict = (f"too few seeds so far ({a.n} and {b.n}; at least {MIN_SEEDS} each) "
+                       f"to say whether {twin.precision} holds its accuracy")
+        elif agree(a, b):
+            verdict = (f"{twin.precision} holds its accuracy at this budget: the means are "
+                       f"{abs(a.mean - b.mean):.2f} points apart, within the seeds' spread "
+                       f"(± {a.std:.2f} and ± {b.std:.2f})")
+        else:
+            verdict = (f"{twin.precision} does not hold its accuracy at this budget: the "
+                       f"means are {abs(a.mean - b.mean):.2f} points apart, more than the "
+                       f"seeds' spread (± {a.std:.2f} and ± {b.std:.2f})")
+        speed = (f"; in the benchmark it trains {ratio:.2f} times as fast as in "
+                 f"{twin.reference_precision}" if ratio else "")
+        sentences.append(f"{title}: {pm(a, 2)} top-1 in {twin.precision} against {pm(b, 2)} "
+                         f"in {twin.reference_precision}, over {seeds_phrase(a, b)}: "
+                         f"{verdict}{speed}.")
+    others = sorted({t.reference_precision for t in found})
+    other = others[0] if len(others) == 1 else "the other precision"
+    text = [describe_budget(plan, every), "",
+            f"| model | top-1, {plan.precision} | top-1, {other} | "
+            "speed ratio (benchmark) | seeds |", "|---|---|---|---|---|", *rows, ""]
+    text += [f"- {s}" for s in sentences]
+    text += ["", "The precision is taken to hold accuracy where each side has at least "
+             f"{MIN_SEEDS} seeds and the gap between the means is no larger than their two "
+             "standard deviations added together."]
+    if stale_runs:
+        text += ["", "```{warning}",
+                 "The code has changed since these runs (" + ", ".join(stale_runs) + "): "
+                 "run them again with `python -m helpers.book.evidence`.", "```"]
+    return "\n".join(text) + "\n"
+
+
 # ---------------------------------------------------------------------- running
 
 def run_one(plan: Plan, arm: Arm, seed: int, parameters: dict, *, source: Path, site: Path,
