@@ -263,3 +263,22 @@ def test_the_build_tree_gets_the_evidence_plan_and_records(tmp_path):
     assert (site / "evidence.yml").read_bytes() == (source / "evidence.yml").read_bytes()
     assert (site / "runs" / "evidence" / "cct" / "sequence" / "seed-0.json").read_text() == "{}"
     assert "evidence.yml" in book.SOURCE_FILES  # a changed plan makes a build stale
+
+
+def test_a_rebuilt_tree_keeps_the_backups_of_interrupted_training(tmp_path):
+    """A long run cut off mid-training resumes after its last epoch when the build
+    is started again: the tree is made anew, its backups carried over."""
+    source = source_copy(tmp_path)
+    site = tmp_path / "site"
+    book.prepare_tree(source, site)
+    backup = site / "book" / "results" / "backups" / "cct-0123456789" / "log.json"
+    backup.parent.mkdir(parents=True)
+    backup.write_text('{"epochs": 7}')
+    (site / "book" / "stray.txt").write_text("from the last build")
+    book.prepare_tree(source, site)
+    assert backup.read_text() == '{"epochs": 7}'
+    assert not (site / "book" / "stray.txt").exists()  # the rest is made anew
+    assert not list(tmp_path.glob(".*-backups"))
+    shutil.rmtree(backup.parent)
+    book.prepare_tree(source, site)  # an empty backups folder is nothing to keep
+    assert not (site / "book" / "results").exists()

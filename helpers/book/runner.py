@@ -187,7 +187,10 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
     """A fresh build tree with the site's files and every non-notebook file of book/.
 
     The executed copies of the notebooks in ``keep`` (and their records) are
-    carried over from the previous build tree.
+    carried over from the previous build tree, and so are the training backups
+    (``book/results/backups/``): a run stopped mid-training (a long publication
+    cut off) resumes after its last finished epoch when the build is started
+    again. A finished run deletes its own backup, so nothing else is reused.
     """
     kept = {}
     for notebook in keep:
@@ -195,6 +198,11 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
         for path in (site / notebook, record):
             if path.is_file():
                 kept[path.relative_to(site)] = path.read_bytes()
+    backups = site / "book" / "results" / "backups"
+    aside = site.parent / f".{site.name}-backups"
+    if backups.is_dir() and any(backups.iterdir()):
+        shutil.rmtree(aside, ignore_errors=True)
+        shutil.move(backups, aside)
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
@@ -219,6 +227,9 @@ def prepare_tree(source: Path, site: Path, keep: list[Path] = ()) -> None:
     for relative, content in kept.items():
         (site / relative).parent.mkdir(parents=True, exist_ok=True)
         (site / relative).write_bytes(content)
+    if aside.is_dir():
+        backups.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(aside, backups)
 
 
 def cpu_device_flags(devices: int) -> str:
