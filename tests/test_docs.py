@@ -5,6 +5,7 @@ cross-references of the book's pages."""
 import json
 import math
 import re
+import shutil
 
 import nbformat
 import pytest
@@ -256,3 +257,52 @@ def test_every_ref_of_the_book_has_its_label():
     used = {(page, a or b) for page, text in book_texts() for a, b in REF.findall(text)}
     assert {"parameters", "smoke-builds", "step-time"} <= {label for _, label in used}
     assert not sorted((page, label) for page, label in used if label not in labels)
+
+
+def tries_result(model, mode, rate, spread=1.0):
+    return {"round": 0, "model": model, "mode": mode, "images_per_second": rate,
+            "images_per_second_min": rate - spread, "images_per_second_max": rate + spread}
+
+
+@pytest.mark.keras_free
+def test_the_per_layer_precision_record_gets_a_table_and_a_spread_aware_reading(tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(ROOT / "runs" / "bench", runs / "bench")
+    modes = ["float32", "mixed_bfloat16", "normalization-float32", "products-bfloat16"]
+    rates = {"vit": [200.0, 250.0, 280.0, 249.0], "cct": [100.0, 150.0, 149.5, 120.0]}
+    record = {"runtime": {"backend": "tensorflow", "backend_version": "2.21.0",
+                          "keras_version": "3.15.1"},
+              "machine": {"cpu": "Some Xeon", "cores": 2, "memory_gib": 24},
+              "date": "2026-12-06T08:00:00+00:00", "profile": "cifar10-cpu", "steps": 8,
+              "rounds": 1, "modes": modes,
+              "results": [tries_result(m, mode, r) for m, rs in rates.items()
+                          for mode, r in zip(modes, rs)]}
+    (runs / "bench" / "precision-tries" / "results.json").write_text(json.dumps(record))
+    shown = execute_performance(tmp_path, runs)
+    assert "| ViT | 200 | 1.25× | 1.40× | 1.25× |" in shown
+    assert "| CCT | 100 | 1.50× | 1.50× | 1.20× |" in shown
+    # ViT 280 against 250 (epochs 279-281 and 249-251): faster; CCT 149.5 against 150 overlaps
+    assert ("`normalization-float32` trained 1.00 to 1.12 times as fast as `mixed_bfloat16`: "
+            "faster beyond the epochs' spread for ViT, slower for none.") in shown
+    assert "faster beyond the epochs' spread for no model, slower for CCT." in shown
+    assert "Some Xeon, 2 cores, 24 GiB; TensorFlow 2.21.0" in shown and "1 round." in shown
+
+
+def test_the_per_layer_tries_give_the_chosen_layers_their_own_policy():
+    import importlib.util
+
+    import keras
+
+    path = ROOT / "runs" / "bench" / "precision-tries" / "tries.py"
+    spec = importlib.util.spec_from_file_location("precision_tries", path)
+    tries = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tries)
+    with tries.made_with(tries.PRODUCTS, "mixed_bfloat16"):
+        dense, norm = keras.layers.Dense(4), keras.layers.LayerNormalization()
+        attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    assert dense.compute_dtype == "bfloat16" and dense.variable_dtype == "float32"
+    assert norm.compute_dtype == keras.config.dtype_policy().compute_dtype
+    assert attention.compute_dtype == "bfloat16"
+    assert keras.layers.Dense(4).compute_dtype == keras.config.dtype_policy().compute_dtype
+    out = attention(keras.ops.ones((1, 3, 8)), keras.ops.ones((1, 3, 8)))
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
