@@ -94,6 +94,7 @@ def fake_run(tree, name="vit", profile="test-profile"):
     record = {
         "notebook": name, "epochs": 7, "n_train": 45000, "n_test": 10000,
         "keras_version": "3.x", "backend": "tensorflow", "backend_version": "2.x",
+        "precision": "mixed_bfloat16",
         "published": {
             "profile": profile, "commit": "0123456789abcdef", "dirty": False,
             "started_at": "2026-12-01T20:00:00+00:00",
@@ -118,7 +119,7 @@ def test_a_published_page_says_which_run_and_warns_once_the_code_changed(tree):
     assert nb.cells.index(notice) == 2  # after the badge and the introduction
     assert "current" in notice.metadata["tags"] and "{warning}" not in notice.source
     for words in ("`test-profile` profile on CIFAR-10 (JPEG copy)", "4f3fe057f096…",
-                  "7 epochs", "45,000 training", "Some CPU, 2 cores", "commit `0123456789`",
+                  "7 epochs", "45,000 training", "in mixed_bfloat16, Some CPU, 2 cores", "commit `0123456789`",
                   "10 minutes", "2026-12-01"):
         assert words in notice.source, words
     assert (site / publish.RUNS / "test-profile" / publish.RECORDS / "vit.json").is_file()
