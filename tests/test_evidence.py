@@ -472,6 +472,12 @@ def test_with_evidence_the_results_page_tables_mean_and_spread_and_compares_by_t
     assert ("CCT reached 70.0 ± 0.5% top-1 against 66.1 ± 0.4% for ViT, over 3 seeds each: "
             "the seeds separate them (+3.9 points).") in said
     assert not any("have not been published yet" in t for t in texts(shown))
+    # one budget for every row: its epochs are said once, not a column
+    assert "<th>epochs</th>" not in table and "Every arm trained 2 epochs" in said
+    from helpers.papers import TITLES
+
+    assert ("Not run yet at this budget, so not ranked here: "
+            f"{TITLES['spt_lsa']}, {TITLES['perceiver']}, {TITLES['shiftvit']}.") in said
 
 
 def test_the_results_page_keeps_cifar100_and_cifar10_source_numbers_apart():
