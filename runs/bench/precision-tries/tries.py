@@ -34,6 +34,7 @@ import keras  # noqa: E402
 
 from helpers import papers  # noqa: E402
 from helpers.book import bench  # noqa: E402
+from helpers.book.runner import profile_parameters  # noqa: E402
 
 NORMALIZATION = (keras.layers.LayerNormalization, keras.layers.BatchNormalization)
 PRODUCTS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv2D,
@@ -76,9 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", default="results.json")
     args = parser.parse_args()
-    configs = bench.model_configs(argparse.Namespace(
-        models=args.models, profile=args.profile, backend=None, batch_size=None,
-        jit_compile="auto"))
+    configs = {name: profile_parameters(name, args.profile) for name in args.models}
     results = []
     for round_ in range(args.rounds):
         for name, parameters in configs.items():
