@@ -428,6 +428,22 @@ def describe_budget(plan: Plan, records: list[dict]) -> str:
             "± sample standard deviation over the seeds.")
 
 
+def outdated(notebook: str, records: list[dict], source: Path = ROOT) -> list[dict]:
+    """The records of ``notebook`` whose code digest no longer matches its code."""
+    digest = publish.code_digest(source / "book" / f"{notebook}.ipynb", source)
+    return [r for r in records if publish.changes(r["evidence"]["code_digest"], digest)]
+
+
+def stale_warning(stale_runs: list[str]) -> list[str]:
+    """Markdown lines warning that the code changed since ``stale_runs``; none if empty."""
+    if not stale_runs:
+        return []
+    return ["", "```{warning}",
+            "The code has changed since these runs (" + ", ".join(stale_runs) + "): "
+            "the table may not be what the notebook gives now. Run them again with "
+            "`python -m helpers.book.evidence`.", "```"]
+
+
 def ablation_markdown(notebook: str, plan: Plan, records: Path, source: Path = ROOT) -> str | None:
     """The ablation section of a paper page, from the evidence records; None if
     the notebook has no arm with a record."""
@@ -436,13 +452,11 @@ def ablation_markdown(notebook: str, plan: Plan, records: Path, source: Path = R
     found = {arm.name: read_records(records, notebook, arm.name) for arm in plan.arms[notebook]}
     if not any(found.values()):
         return None
-    digest = publish.code_digest(source / "book" / f"{notebook}.ipynb", source)
-    rows, stale_runs = [], []
+    rows = []
+    stale_runs = [f"{r['evidence']['arm']} seed {r['evidence']['seed']}"
+                  for r in outdated(notebook, [r for got in found.values() for r in got], source)]
     for arm in plan.arms[notebook]:
         got = found[arm.name]
-        for r in got:
-            if publish.changes(r["evidence"]["code_digest"], digest):
-                stale_runs.append(f"{arm.name} seed {r['evidence']['seed']}")
         if not got:
             rows.append(f"| {arm.label} | not run yet | | | 0 |")
             continue
@@ -467,11 +481,7 @@ def ablation_markdown(notebook: str, plan: Plan, records: Path, source: Path = R
             "| arm | test top-1 | test top-5 | wall time | seeds |", "|---|---|---|---|---|",
             *rows, ""]
     text += [f"- {s}" for s in sentences] + ["", RULE]
-    if stale_runs:
-        text += ["", "```{warning}",
-                 "The code has changed since these runs (" + ", ".join(stale_runs) + "): "
-                 "the table may not be what the notebook gives now. Run them again with "
-                 "`python -m helpers.book.evidence`.", "```"]
+    text += stale_warning(stale_runs)
     return "\n".join(text) + "\n"
 
 
@@ -539,11 +549,8 @@ def precision_markdown(plan: Plan, records: Path, *, titles: dict | None = None,
     rows, sentences, stale_runs, every = [], [], [], []
     for twin, (fast, slow) in found.items():
         title = titles.get(twin.notebook, twin.notebook)
-        digest = publish.code_digest(source / "book" / f"{twin.notebook}.ipynb", source)
-        for r in fast + slow:
-            if publish.changes(r["evidence"]["code_digest"], digest):
-                stale_runs.append(f"{twin.notebook} {r['evidence']['arm']} seed "
-                                  f"{r['evidence']['seed']}")
+        stale_runs += [f"{twin.notebook} {r['evidence']['arm']} seed {r['evidence']['seed']}"
+                       for r in outdated(twin.notebook, fast + slow, source)]
         every += fast + slow
         a = arm_summaries(fast)["top1"] if fast else None
         b = arm_summaries(slow)["top1"] if slow else None
@@ -581,10 +588,7 @@ def precision_markdown(plan: Plan, records: Path, *, titles: dict | None = None,
     text += ["", "The precision is taken to hold accuracy where each side has at least "
              f"{MIN_SEEDS} seeds and the gap between the means is no larger than their two "
              "standard deviations added together."]
-    if stale_runs:
-        text += ["", "```{warning}",
-                 "The code has changed since these runs (" + ", ".join(stale_runs) + "): "
-                 "run them again with `python -m helpers.book.evidence`.", "```"]
+    text += stale_warning(stale_runs)
     return "\n".join(text) + "\n"
 
 
