@@ -202,7 +202,7 @@ def test_equations_are_typeset_by_the_sites_own_mathjax(visit):
 
 def visible_patch_picture(page):
     """Alt text of the explorer's picture that the Stack shows now."""
-    pictures = page.locator(".jupyter-widgets img[alt*='-pixel grid']")
+    pictures = page.locator(".jupyter-widgets img[alt*='-pixel patches']")
     shown = [pictures.nth(i) for i in range(pictures.count()) if pictures.nth(i).is_visible()]
     assert len(shown) == 1, f"{len(shown)} explorer pictures visible"
     return shown[0].get_attribute("alt")
@@ -215,7 +215,7 @@ def test_the_patch_explorer_renders_and_follows_its_slider(visit):
     readout = page.locator(".jupyter-widgets .widget-readout")
     assert "patch size" in page.locator(".jupyter-widgets .widget-label").first.inner_text()
     before_size, before_alt = readout.inner_text(), visible_patch_picture(page)
-    assert f"{before_size}x{before_size}-pixel grid" in before_alt
+    assert f"{before_size}x{before_size}-pixel patches" in before_alt
     handle.focus()
     page.keyboard.press("ArrowRight")
     page.wait_for_function(
@@ -223,7 +223,7 @@ def test_the_patch_explorer_renders_and_follows_its_slider(visit):
         arg=before_size)
     after_size, after_alt = readout.inner_text(), visible_patch_picture(page)
     assert int(after_size) > int(before_size)
-    assert f"{after_size}x{after_size}-pixel grid" in after_alt and after_alt != before_alt
+    assert f"{after_size}x{after_size}-pixel patches" in after_alt and after_alt != before_alt
     page.keyboard.press("ArrowLeft")
     page.wait_for_function(
         "(before) => document.querySelector('.jupyter-widgets .widget-readout').innerText === before",
