@@ -260,3 +260,37 @@ def test_a_page_keeps_todays_prose_while_only_helpers_changed_and_the_runs_after
     page = nbformat.read(site / "book/vit.ipynb", as_version=4)
     assert "A sentence written after the run." not in page.cells[1].source
     assert "stale" in page.cells[2].metadata["tags"]
+
+
+def test_a_page_shows_the_datasets_file_name_not_where_it_lay_on_the_machine_that_ran_it(tree):
+    fake_run(tree)
+    published = tree / publish.RUNS / "test-profile" / "vit.ipynb"
+    nb = nbformat.read(published, as_version=4)
+    where = "/somewhere/on/that/machine/cifar10-jpeg.zip"
+    nb.metadata["papermill"] = {"parameters": {"dataset": where, "epochs": 7},
+                                "input_path": "/somewhere/on/that/machine/book/vit.ipynb"}
+    trained = next(c for c in nb.cells if c.cell_type == "code" and "run.train(" in c.source)
+    trained.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"{where}: decoding 60,000 images\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": f"'{where}'"}),
+    ]
+    parameters = next(i for i, c in enumerate(nb.cells)
+                      if "parameters" in c.metadata.get("tags", []))
+    injected = nbformat.v4.new_code_cell(f'# Parameters\ndataset = "{where}"\nepochs = 7\n')
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(parameters + 1, injected)
+    nbformat.write(nb, published)
+
+    site = tree / "site"
+    (site / "book").mkdir(parents=True)
+    publish.show_published("test-profile", site, tree)
+    page = (site / "book/vit.ipynb").read_text()
+    assert "/somewhere/on/that/machine" not in page
+    shown = nbformat.read(site / "book/vit.ipynb", as_version=4)
+    cell = next(c for c in shown.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'dataset = "cifar10-jpeg.zip"' in cell.source and "shortened" in cell.source
+    trained = next(c for c in shown.cells if c.cell_type == "code" and "run.train(" in c.source)
+    assert trained.outputs[0]["text"] == "cifar10-jpeg.zip: decoding 60,000 images\n"
+    assert trained.outputs[1]["data"]["text/plain"] == "'cifar10-jpeg.zip'"
+    # the published copy and its record are left as they ran
+    assert where in published.read_text()

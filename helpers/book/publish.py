@@ -363,6 +363,47 @@ def with_current_prose(executed, current):
     return merged
 
 
+def without_machine_paths(nb):
+    """``nb`` with the absolute paths of its file parameters (the dataset's, for one)
+    shortened to their file names wherever a reader sees them: papermill's injected
+    cell, the cells' text outputs and the notebook's metadata (in a download). Where a file lay on the machine that ran the
+    page says nothing to a reader; the record keeps the file's name and digest."""
+    papermill = nb.metadata.get("papermill", {})
+    parameters = papermill.get("parameters", {})
+    paths = sorted({value for value in parameters.values()
+                    if isinstance(value, str) and Path(value).is_absolute()
+                    and Path(value).name}, key=len, reverse=True)  # longest first
+    for key in ("input_path", "output_path"):  # the notebook's own, in a download
+        if isinstance(papermill.get(key), str):
+            papermill[key] = Path(papermill[key]).name
+    if not paths:
+        return nb
+
+    def shorten(text: str) -> str:
+        for path in paths:
+            text = text.replace(path, Path(path).name)
+        return text
+
+    for key, value in parameters.items():
+        if value in paths:
+            parameters[key] = Path(value).name
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            shortened = shorten(cell.source)
+            if shortened != cell.source:
+                cell.source = shortened.replace(
+                    "# Parameters\n", "# Parameters (file paths shortened to their names)\n", 1)
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = shorten("".join(output["text"]))
+            for kind, value in output.get("data", {}).items():
+                if kind.startswith("text/"):
+                    output["data"][kind] = shorten("".join(value))
+    return nb
+
+
 def executed_folder(site: Path) -> Path:
     """Where a build keeps the copies it executed of the pages that show published
     runs (beside the build tree, outside the site: ``<build>/executed/book/``)."""
@@ -395,6 +436,7 @@ def show_published(profile: str, site: Path, source: Path = ROOT) -> dict[str, l
                                                       as_version=4))
         except ValueError:  # its code changed: the run's own prose matches its outputs
             pass
+        nb = without_machine_paths(nb)
         cell = notice_cell(record, source)
         # after the title and introduction (the first cell that is not the Colab badge)
         position = next(i for i, c in enumerate(nb.cells)
