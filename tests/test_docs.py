@@ -165,6 +165,18 @@ def test_the_number_check_flags_a_made_up_measurement_and_passes_a_recorded_one(
 
 
 @pytest.mark.keras_free
+@pytest.mark.parametrize("name", ["results", "performance"])
+def test_a_summary_page_shows_its_tables_and_sentences_not_the_code_that_writes_them(name):
+    """Code a reader sees unfolded on a summary page is a few lines that show how to
+    reach a record; the code that formats tables stays folded (hide-input)."""
+    nb = nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
+    shown = [c for c in nb.cells if c.cell_type == "code" and not any(
+        tag.startswith(("hide-", "remove-")) for tag in c.metadata.get("tags", []))]
+    long = [c.source.splitlines()[0] for c in shown if len(c.source.splitlines()) > 10]
+    assert not long, f"unfolded code cells of more than 10 lines: {long}"
+
+
+@pytest.mark.keras_free
 def test_the_performance_page_follows_the_results_page():
     toc = [chapter["file"] for chapter in yaml.safe_load((ROOT / "_toc.yml").read_text())["chapters"]]
     assert toc.index("book/performance") == toc.index("book/results") + 1
