@@ -14,6 +14,9 @@ from conftest import ROOT
 pytestmark = pytest.mark.keras_free  # see conftest.py
 
 PUBLISHED = "cifar10-cpu"
+# Test top-1 a published cifar10-cpu run must reach (chance is 10%): 60% for the
+# shortened recipes, 75% for the CCT, which runs its source's full 30 epochs.
+PUBLISHED_FLOORS = {"cct": 0.75}
 
 
 @pytest.fixture
@@ -196,7 +199,7 @@ def test_every_paper_has_a_published_cifar10_run_with_its_provenance():
         assert pub["machine"]["cpu"] and pub["machine"]["cores"] >= 1, name
         assert pub["notebook_seconds"] > record["train_seconds"] > 0, name
         assert record["n_test"] == 10_000 and record["num_classes"] == 10, name
-        assert record["test_top1"] > 0.4, (name, record["test_top1"])  # chance is 0.1
+        assert record["test_top1"] >= PUBLISHED_FLOORS.get(name, 0.6), (name, record["test_top1"])
         nb = nbformat.read(ROOT / publish.RUNS / PUBLISHED / f"{name}.ipynb", as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
                   if o.output_type == "error"]
