@@ -208,6 +208,31 @@ def visible_patch_picture(page):
     return shown[0].get_attribute("alt")
 
 
+# Text a reader sees with TeX's dollar signs still in it ("at $M$ = 2,048"): math
+# that was never typeset, such as a Markdown output parsed without MyST's dollar
+# math. Code, preformatted text and MathJax's own output aside.
+RAW_TEX = """() => {
+  const walker = document.createTreeWalker(document.querySelector('article'),
+                                           NodeFilter.SHOW_TEXT);
+  const found = [];
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (node.parentElement.closest('pre, code, script, style, mjx-container')) continue;
+    const match = node.textContent.match(/\\$[^\\s$][^$]*\\$/);
+    if (match) found.push(match[0]);
+  }
+  return found;
+}"""
+
+
+@pytest.mark.parametrize("path", ["book/intro.html", *[str(n.with_suffix(".html"))
+                                                      for n in book.toc_notebooks(ROOT)]])
+def test_no_page_shows_math_as_dollar_signs(visit, path):
+    page = visit(path).page
+    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+    assert page.evaluate(RAW_TEX) == []
+
+
 def test_the_patch_explorer_renders_and_follows_its_slider(visit):
     page = visit("book/vit.html").page
     handle = page.locator(".jupyter-widgets .noUi-handle")
