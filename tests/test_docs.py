@@ -294,15 +294,16 @@ def test_the_per_layer_precision_record_gets_a_table_and_a_spread_aware_reading(
                   "error": "Input 'y' of 'AddV2' Op has type bfloat16"}]}
     (runs / "bench" / "precision-tries" / "results.json").write_text(json.dumps(record))
     shown = execute_performance(tmp_path, runs)
-    assert "| ViT | 200 | 1.25× | 1.40× | 1.25× |" in shown
-    assert "| CCT | 100 | 1.50× | 1.50× | 1.20× |" in shown
+    assert "| mode | ViT | Perceiver | CCT |" in shown
+    assert "| `float32`, images/s | 200 | 90.0 | 100 |" in shown
+    assert "| `normalization-float32` over `float32` | 1.40× | 1.00× | 1.50× |" in shown
     # ViT 280 against 250 (epochs 279-281 and 249-251): faster; CCT 149.5 against 150 overlaps
     assert ("`normalization-float32` trained 1.00 to 1.12 times as fast as `mixed_bfloat16`: "
             "faster beyond the epochs' spread for ViT, slower for none.") in shown
     assert "faster beyond the epochs' spread for no model, slower for CCT." in shown
     assert "Some Xeon, 2 cores, 24 GiB; TensorFlow 2.21.0" in shown and "2 rounds." in shown
     # a mode a model cannot run as is: said, not timed
-    assert "| Perceiver | 90.0 | 1.00× | 1.00× | does not run as is |" in shown
+    assert "| `products-bfloat16` over `float32` | 1.25× | does not run as is | 1.20× |" in shown
     assert ("The Perceiver does not run `products-bfloat16` as is: a layer's output meets a "
             "tensor of the other type in the model's own code (\"Input 'y' of 'AddV2' Op has "
             "type bfloat16\")") in shown
