@@ -366,8 +366,9 @@ def with_current_prose(executed, current):
 def without_machine_paths(nb):
     """``nb`` with the absolute paths of its file parameters (the dataset's, for one)
     shortened to their file names wherever a reader sees them: papermill's injected
-    cell, the cells' text outputs and the notebook's metadata (in a download). Where a file lay on the machine that ran the
-    page says nothing to a reader; the record keeps the file's name and digest."""
+    cell, the cells' text outputs and the notebook's metadata (in a download).
+    Where a file lay on the machine that ran the page says nothing to a reader;
+    the record keeps the file's name and digest."""
     papermill = nb.metadata.get("papermill", {})
     parameters = papermill.get("parameters", {})
     paths = sorted({value for value in parameters.values()
