@@ -454,7 +454,8 @@ def test_without_evidence_the_results_page_says_the_equal_budget_runs_are_not_pu
 def test_with_evidence_the_results_page_tables_mean_and_spread_and_compares_by_the_rule(
         tmp_path, monkeypatch):
     # the benchmark named relative to the plan's folder (an absolute path stays itself)
-    plan_path = write_plan(tmp_path, PLAN.replace("runs/bench/", f"{ROOT}/runs/bench/"))
+    plan_path = write_plan(tmp_path, PLAN.replace("runs/bench/", f"{ROOT}/runs/bench/").replace(
+        "{conv_layers: 2}", "{conv_layers: 2, precision: mixed_bfloat16}"))
     plan = evidence.load_plan(plan_path)
     records = tmp_path / "records"
     write_arm(records, plan, "vit", "patch-4", [0.660, 0.665, 0.658])
@@ -463,9 +464,13 @@ def test_with_evidence_the_results_page_tables_mean_and_spread_and_compares_by_t
     namespace, shown = run_results_page(tmp_path, monkeypatch, plan_path, records)
     assert list(namespace["equal"]) == ["vit", "cct"]
     table = next(t for t in texts(shown) if "results-table equal-budget" in t)
+    # images/s from the benchmark record, in the precision each model's runs used: the
+    # plan's float32 for the ViT, mixed_bfloat16 for the CCT (its arm sets it)
     bench = json.loads((ROOT / plan.benchmark).read_text())
-    vit_speed = next(r["images_per_second"] for r in bench["results"] if r["model"] == "vit")
-    assert f"<td>{vit_speed:,.0f}</td>" in table  # images/s from the benchmark record
+    speed = {(r["model"], r["dtype_policy"]): r["images_per_second"] for r in bench["results"]}
+    assert speed["vit", "float32"] != speed["vit", "mixed_bfloat16"]
+    assert (f"<td>float32</td><td>{speed['vit', 'float32']:,.0f}</td>" in table
+            and f"<td>mixed_bfloat16</td><td>{speed['cct', 'mixed_bfloat16']:,.0f}</td>" in table)
     assert "<td>66.10 ± 0.36%</td>" in table and "<td>70.00 ± 0.50%</td>" in table
     assert "<td>3</td>" in table and "10.0%" not in table
     said = next(t for t in texts(shown) if "Highest mean top-1" in t)
