@@ -485,6 +485,46 @@ def test_with_evidence_the_results_page_tables_mean_and_spread_and_compares_by_t
             f"{TITLES['spt_lsa']}, {TITLES['perceiver']}, {TITLES['shiftvit']}.") in said
 
 
+SPT_LSA_ARMS = """\
+  spt_lsa:
+    full: spt-lsa
+    baseline: vanilla
+    arms:
+      vanilla: {label: the vanilla ViT, parameters: {spt: false, lsa: false, train_vanilla: false}}
+      spt-lsa: {label: SPT + LSA, parameters: {spt: true, lsa: true, train_vanilla: false}}
+"""
+
+
+@pytest.mark.parametrize("vanilla, disagree", [
+    ([0.660, 0.665, 0.658], False),  # the same numbers as the ViT's: the same call
+    ([0.685, 0.690, 0.683], True),  # the SL-ViT's seeds overlap these, not the ViT's
+])
+def test_the_results_page_sets_the_sl_vit_against_its_own_vanilla_vit_too(
+        tmp_path, monkeypatch, vanilla, disagree):
+    from helpers.papers import TITLES
+
+    plan_path = write_plan(tmp_path, PLAN.replace("runs/bench/", f"{ROOT}/runs/bench/")
+                           + SPT_LSA_ARMS)
+    plan = evidence.load_plan(plan_path)
+    records = tmp_path / "records"
+    write_arm(records, plan, "vit", "patch-4", [0.660, 0.665, 0.658])
+    write_arm(records, plan, "spt_lsa", "spt-lsa", [0.690, 0.695, 0.688])
+    write_arm(records, plan, "spt_lsa", "vanilla", vanilla)
+    _, shown = run_results_page(tmp_path, monkeypatch, plan_path, records)
+    said = next(t for t in texts(shown) if "Highest mean top-1" in t)
+    sl_vit, vit = TITLES["spt_lsa"], TITLES["vit"]
+    assert (f"{sl_vit} reached 69.1 ± 0.4% top-1 against 66.1 ± 0.4% for {vit}, over 3 "
+            "seeds each: the seeds separate them (+3.0 points).") in said
+    own = evidence.summarize([100 * v for v in vanilla])
+    assert (f"{sl_vit}'s own page trains the vanilla ViT beside it, the same model as {vit} "
+            f"here: {sl_vit} reached 69.1 ± 0.4% top-1 against {evidence.pm(own)} for the "
+            "vanilla ViT") in said
+    assert ("The two comparisons disagree: the seeds separate "
+            f"{sl_vit} from {vit} here (66.1 ± 0.4%) and do not from the vanilla ViT there "
+            f"({evidence.pm(own)})" in said) == disagree
+    assert ("The two comparisons disagree" in said) == disagree
+
+
 def test_the_results_page_keeps_cifar100_and_cifar10_source_numbers_apart():
     nb = nbformat.read(ROOT / "book/results.ipynb", as_version=4)
     sources = next(c.source for c in nb.cells if c.source.startswith("## What the sources"))
