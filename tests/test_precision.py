@@ -269,3 +269,78 @@ def test_a_record_without_a_precision_says_float32(tmp_path):
     path = write_record(tmp_path, "vit", result, data=Dataset("mine.npz", x, y, x, y, ["a", "b"]),
                         parameters={"epochs": 1})
     assert json.loads(path.read_text())["precision"] == "float32"
+
+
+# --- per-layer precision (runs/bench/precision-tries/tries.py) -----------------------------
+
+def load_tries():
+    """The per-layer precision script the Performance page's record comes from."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "precision_tries", ROOT / "runs" / "bench" / "precision-tries" / "tries.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compute_dtypes(model, classes):
+    """The compute dtypes of the model's layers (nested ones included) of ``classes``,
+    but its last, the logits layer, float32 by design."""
+    found = set()
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, classes) and layer is not model.layers[-1]:  # float32 logits
+            found.add(keras.backend.standardize_dtype(layer.compute_dtype))
+        stack.extend(getattr(layer, "_layers", []) or [])
+        stack.extend(v for v in vars(layer).values() if isinstance(v, keras.layers.Layer))
+    return found
+
+
+# (model, mode, backend) that the per-layer tries cannot train without casts in the
+# model's code (the Perceiver cannot run products-bfloat16 on any, as its record says)
+CANNOT_MIX_AS_IS = {("cct", "products-bfloat16", "torch")}
+
+
+@pytest.mark.parametrize("name", ["vit", "cct"])
+def test_the_per_layer_precision_modes_give_each_layer_its_type_and_train(name):
+    """Every mode of the per-layer tries builds the model with the types it names (the
+    product layers in bfloat16 and the rest in float32, or the normalizations alone in
+    float32) and takes a training step with finite loss, on this session's backend."""
+    tries = load_tries()
+    images = tiny_images(8)
+    labels = np.arange(8) % 10
+    expected = {  # mode: (products' compute dtypes, normalizations' compute dtypes)
+        "float32": ({"float32"}, {"float32"}),
+        "mixed_bfloat16": ({"bfloat16"}, {"bfloat16"}),
+        "normalization-float32": ({"bfloat16"}, {"float32"}),
+        "products-bfloat16": ({"bfloat16"}, {"float32"}),
+    }
+    assert set(tries.MODES) == set(expected)
+    p = {**papers.defaults(name), **TINY[name]}
+    for mode, (policy, classes, other) in tries.MODES.items():
+        keras.config.set_dtype_policy(policy)
+        try:
+            with tries.made_with(classes, other):
+                set_seed(0)
+                model = papers.build(name, p, images, 10)
+        finally:
+            keras.config.set_dtype_policy("float32")
+        products = compute_dtypes(model, (keras.layers.Dense, keras.layers.EinsumDense))
+        norms = compute_dtypes(model, tries.NORMALIZATION)
+        assert (products, norms) == expected[mode], mode
+        model.compile(optimizer=papers.optimizer(name, p),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if (name, mode, keras.backend.backend()) in CANNOT_MIX_AS_IS:
+            # PyTorch does not cast a float32 input of a bfloat16 product, as TensorFlow
+            # and JAX do: a float32 layer holding one (the CCT's sequence pooling) fails
+            with pytest.raises((RuntimeError, TypeError), match="(?i)bfloat16|dtype|type"):
+                model.train_on_batch(images.astype("float32"), labels)
+            continue
+        loss = model.train_on_batch(images.astype("float32"), labels)
+        assert np.isfinite(float(np.asarray(loss).ravel()[0])), mode
+    # the wrapped constructors are put back: a layer made now takes the global policy
+    assert keras.layers.Dense(2).compute_dtype == "float32"
