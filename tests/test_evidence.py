@@ -470,7 +470,7 @@ def test_with_evidence_the_results_page_tables_mean_and_spread_and_compares_by_t
     speed = {(r["model"], r["dtype_policy"]): r["images_per_second"] for r in bench["results"]}
     assert speed["vit", "float32"] != speed["vit", "mixed_bfloat16"]
     assert (f"<td>float32</td><td>{speed['vit', 'float32']:,.0f}</td>" in table
-            and f"<td>mixed_bfloat16</td><td>{speed['cct', 'mixed_bfloat16']:,.0f}</td>" in table)
+            and f"<td>bfloat16</td><td>{speed['cct', 'mixed_bfloat16']:,.0f}</td>" in table)
     assert "<td>66.10 ± 0.36%</td>" in table and "<td>70.00 ± 0.50%</td>" in table
     assert "<td>3</td>" in table and "10.0%" not in table
     said = next(t for t in texts(shown) if "Highest mean top-1" in t)
