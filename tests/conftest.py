@@ -42,6 +42,20 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=free)
         items[:] = [item for item in items if not item.get_closest_marker("keras_free")]
 
+@pytest.fixture(autouse=True)
+def same_random_state_for_every_test(request):
+    """Each test starts from the same random state (Python, NumPy, the backend, Keras's
+    global seed generator), whatever ran before it in its worker: under pytest -n the
+    tests a worker runs, and their order, change from run to run, and an unseeded
+    weight initialization made a threshold test pass or fail by which worker it
+    landed on. Tests that run no Keras code skip the import."""
+    if request.node.get_closest_marker("keras_free"):
+        return
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 # The harness call that every training notebook makes right after its parameters cell.
 START_CALL = re.compile(r"\bstart\(\s*globals\(\)")
