@@ -278,11 +278,17 @@ def test_the_dry_run_estimates_from_the_published_run_scaled_by_epochs(tmp_path,
 
 # ------------------------------------------------------------------ the pages
 
-def write_arm(records, plan, notebook, arm, top1s):
+def write_arm(records, plan, notebook, arm, top1s, train_seconds=None, parameter_count=None):
+    """One record per seed: top-1 ``top1s[seed]``; ``train_seconds[seed]`` and the
+    ``parameter_count`` where given (else fake_record's)."""
     arm = plan.arm(notebook, arm)
     for seed, top1 in enumerate(top1s):
         values = evidence.run_parameters(plan, arm, seed)
         record = fake_record(plan, arm, seed, values, top1=top1 - seed / 100)
+        if train_seconds is not None:
+            record["train_seconds"] = train_seconds[seed]
+        if parameter_count is not None:
+            record["parameter_count"] = parameter_count
         path = evidence.record_path(records, arm, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
@@ -292,12 +298,16 @@ def test_the_ablation_section_tables_the_arms_and_says_what_the_seeds_show(tmp_p
     plan = evidence.load_plan(write_plan(tmp_path))
     records = tmp_path / "records"
     assert evidence.ablation_markdown("vit", plan, records) is None
-    write_arm(records, plan, "vit", "patch-4", [0.660, 0.665, 0.658])
-    write_arm(records, plan, "vit", "patch-8", [0.630, 0.635, 0.625])
+    write_arm(records, plan, "vit", "patch-4", [0.660, 0.665, 0.658], parameter_count=1_391_569)
+    write_arm(records, plan, "vit", "patch-8", [0.630, 0.635, 0.625], parameter_count=611_281,
+              train_seconds=[60.0, 66.0, 72.0])
     text = evidence.ablation_markdown("vit", plan, records)
     assert text.startswith("## Ablation: patch size\n")
-    assert "| patches of 4 px (full model, baseline) | 66.10 ± 0.36% |" in text
-    assert "| patches of 8 px | 63.00 ± 0.50% |" in text
+    # parameters from the records; the cost is the training time (fake_record: 50 s)
+    assert ("| patches of 4 px (full model, baseline) | 1,391,569 | 66.10 ± 0.36% | "
+            "90.00 ± 0.00% | 0.8 ± 0.0 min | 3 |") in text
+    assert "| patches of 8 px | 611,281 | 63.00 ± 0.50% | 90.00 ± 0.00% | 1.1 ± 0.1 min | 3 |" \
+        in text
     assert ("- patches of 8 px reached 63.0 ± 0.5% top-1 against 66.1 ± 0.4% for patches of "
             "4 px, over 3 seeds each: the seeds separate them (-3.1 points).") in text
     assert "2 epochs at the sizes of the `cifar10-cpu` profile on CIFAR-10" in text
@@ -314,6 +324,85 @@ def test_the_ablation_section_warns_when_the_code_changed_since_the_runs(tmp_pat
     path.write_text(json.dumps(record))
     text = evidence.ablation_markdown("cct", plan, records)
     assert "{warning}" in text and "(two seed 2)" in text
+
+
+SPT_LSA_FOUR = """\
+  spt_lsa:
+    full: spt-lsa
+    baseline: vanilla
+    compare: [[spt-lsa, spt]]
+    arms:
+      vanilla: {label: the vanilla ViT, same_model_as: vit,
+                parameters: {spt: false, lsa: false, train_vanilla: false}}
+      spt: {label: SPT only, parameters: {spt: true, lsa: false, train_vanilla: false}}
+      spt-lsa: {label: SPT + LSA, parameters: {spt: true, lsa: true, train_vanilla: false}}
+"""
+
+
+def test_a_pair_the_plan_names_in_compare_gets_its_own_sentence(tmp_path):
+    plan = evidence.load_plan(write_plan(tmp_path, PLAN + SPT_LSA_FOUR))
+    assert plan.comparisons["spt_lsa"] == [("spt-lsa", "spt")]
+    records = tmp_path / "records"
+    write_arm(records, plan, "spt_lsa", "vanilla", [0.560, 0.565, 0.558])
+    write_arm(records, plan, "spt_lsa", "spt", [0.600, 0.605, 0.598])
+    write_arm(records, plan, "spt_lsa", "spt-lsa", [0.601, 0.606, 0.599])
+    text = evidence.ablation_markdown("spt_lsa", plan, records)
+    assert ("- SPT only reached 60.1 ± 0.4% top-1 against 56.1 ± 0.4% for the vanilla ViT, over "
+            "3 seeds each: the seeds separate them (+4.0 points).") in text
+    # what LSA adds on top of SPT, beside what both add to the baseline
+    assert ("- SPT + LSA reached 60.2 ± 0.4% top-1 against 60.1 ± 0.4% for SPT only, over 3 "
+            "seeds each: the seeds overlap: no difference at this budget.") in text
+    assert text.count("top-1 against") == 3
+
+
+@pytest.mark.parametrize("pairs, problem", [
+    ("[[spt-lsa, lsa]]", "each entry is a pair of two of its arms"),  # no arm lsa
+    ("[[spt, spt]]", "each entry is a pair of two of its arms"),
+    ("[[spt-lsa]]", "each entry is a pair of two of its arms"),
+    ("[[spt-lsa, vanilla]]", "already compared"),  # every arm meets the baseline
+    ("spt-lsa", "must be a list"),
+])
+def test_compare_must_name_pairs_of_two_other_arms(tmp_path, pairs, problem):
+    path = write_plan(tmp_path, PLAN + SPT_LSA_FOUR.replace("[[spt-lsa, spt]]", pairs))
+    with pytest.raises(evidence.EvidenceError, match=f"spt_lsa's compare.*{problem}"):
+        evidence.read_plan(path)
+
+
+@pytest.mark.parametrize("other", ["spt_lsa", "perceiver"])
+def test_same_model_as_must_name_another_notebook_of_the_plan(tmp_path, other):
+    path = write_plan(tmp_path, PLAN + SPT_LSA_FOUR.replace("same_model_as: vit",
+                                                           f"same_model_as: {other}"))
+    with pytest.raises(evidence.EvidenceError, match="arm vanilla of spt_lsa: same_model_as"):
+        evidence.read_plan(path)
+    plan = evidence.read_plan(write_plan(tmp_path, PLAN + SPT_LSA_FOUR))
+    assert [(a.notebook, a.name, a.same_model_as) for a in evidence.same_model_arms(plan)] == \
+        [("spt_lsa", "vanilla", "vit")]
+
+
+def test_the_time_column_is_read_against_one_models_time_in_two_sessions(tmp_path):
+    plan = evidence.load_plan(write_plan(tmp_path, PLAN + SPT_LSA_FOUR))
+    records = tmp_path / "records"
+    top1 = [0.60, 0.60, 0.60]
+    write_arm(records, plan, "spt_lsa", "vanilla", top1, train_seconds=[60, 61, 59])
+    write_arm(records, plan, "spt_lsa", "spt", top1, train_seconds=[78, 79, 77])
+    # without the ViT's runs, no model has been trained twice
+    text = evidence.ablation_markdown("spt_lsa", plan, records)
+    assert "| SPT only | 1,000 | 60.00 ± 0.00% | 90.00 ± 0.00% | 1.3 ± 0.0 min | 3 |" in text
+    assert evidence.same_model_times(plan, records) == []
+    assert "no model of the plan has been trained twice yet" in text
+    # the ViT notebook's full model is the same model: it trained in 1.5x the time
+    write_arm(records, plan, "vit", "patch-4", top1, train_seconds=[90, 91, 89])
+    [(arm, own, other)] = evidence.same_model_times(plan, records)
+    assert (arm.name, own.mean, other.mean) == ("vanilla", 1.0, 1.5)
+    text = evidence.ablation_markdown("spt_lsa", plan, records)
+    assert ("the vanilla ViT of the spt_lsa page and the vit page's full model, the same "
+            "model, trained in 1.0 ± 0.0 min and 1.5 ± 0.0 min, 1.50× apart. A time gap no "
+            "larger than that says nothing about the arms") in text
+    assert "trained twice yet" not in text
+    # a model of another size is not the same model: it says nothing about the spread
+    write_arm(records, plan, "vit", "patch-4", top1, train_seconds=[90, 91, 89],
+              parameter_count=999)
+    assert evidence.same_model_times(plan, records) == []
 
 
 TWINS = PLAN.replace("precision: float32", "precision: mixed_bfloat16").replace(
@@ -401,7 +490,8 @@ def test_a_published_page_ends_with_its_ablation_once_records_exist(tmp_path):
     publish.show_published("test-profile", site, tmp_path)
     page = nbformat.read(site / "book/vit.ipynb", as_version=4)
     assert "evidence-ablation" in page.cells[-1].metadata["tags"]
-    assert "| patches of 4 px (full model, baseline) | 66.00 ± 1.00% |" in page.cells[-1].source
+    assert "| patches of 4 px (full model, baseline) | 1,000 | 66.00 ± 1.00% |" \
+        in page.cells[-1].source
     assert "published-run" in page.cells[2].metadata["tags"]  # the notice stays where it was
 
 
@@ -490,7 +580,8 @@ SPT_LSA_ARMS = """\
     full: spt-lsa
     baseline: vanilla
     arms:
-      vanilla: {label: the vanilla ViT, parameters: {spt: false, lsa: false, train_vanilla: false}}
+      vanilla: {label: the vanilla ViT, same_model_as: vit,
+                parameters: {spt: false, lsa: false, train_vanilla: false}}
       spt-lsa: {label: SPT + LSA, parameters: {spt: true, lsa: true, train_vanilla: false}}
 """
 

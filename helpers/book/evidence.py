@@ -10,7 +10,10 @@ The plan is ``evidence.yml`` (``--plan``): a budget (a profile of
 ``profiles.yml`` for the sizes, one number of epochs for every model, a backend
 and a precision), the seeds, and per notebook its arms: parameter overrides,
 one of them the *full model* (its runs are also the results page's
-equal-budget row), one the *baseline* the others are compared with.
+equal-budget row), one the *baseline* the others are compared with. A notebook
+may name further pairs of arms to compare (``compare``), and an arm may be
+declared the same model as another notebook's full model (``same_model_as``:
+the results page then sets the two comparisons side by side).
 
 Each run (notebook, arm, seed) executes the notebook with papermill through the
 book's runner and writes one record,
@@ -74,6 +77,7 @@ class Arm:
     parameters: dict
     full: bool = False  # the full model: its runs are also the equal-budget row
     baseline: bool = False  # the arm the others are compared with
+    same_model_as: str | None = None  # another notebook whose full model this arm builds
 
 
 @dataclass
@@ -87,6 +91,8 @@ class Plan:
     benchmark: str | None = None
     questions: dict = field(default_factory=dict)  # notebook: what its ablation asks
     arms: dict = field(default_factory=dict)  # notebook: [Arm, ...] in the plan's order
+    # notebook: [(arm, other arm), ...], compared beyond each arm against the baseline
+    comparisons: dict = field(default_factory=dict)
 
     def arm(self, notebook: str, name: str) -> Arm:
         for arm in self.arms.get(notebook, []):
@@ -147,9 +153,44 @@ def read_plan(path: str | Path = ROOT / PLAN, *, profile: str | None = None) -> 
         plan.arms[notebook] = [
             Arm(notebook, name, (arm or {}).get("label", name),
                 dict((arm or {}).get("parameters") or {}),
-                full=name == section["full"], baseline=name == section["baseline"])
+                full=name == section["full"], baseline=name == section["baseline"],
+                same_model_as=(arm or {}).get("same_model_as"))
             for name, arm in arms.items()]
+        plan.comparisons[notebook] = read_comparisons(path, notebook, section, arms)
+    for notebook, arms in plan.arms.items():
+        for arm in arms:
+            if arm.same_model_as is not None and (arm.same_model_as == notebook
+                                                  or arm.same_model_as not in plan.arms):
+                raise EvidenceError(
+                    f"{path}: arm {arm.name} of {notebook}: same_model_as must name another "
+                    f"notebook of the plan ({', '.join(n for n in plan.arms if n != notebook)}), "
+                    f"got {arm.same_model_as!r}")
     return plan
+
+
+def read_comparisons(path: Path, notebook: str, section: dict, arms: dict) -> list[tuple]:
+    """A notebook's ``compare``: pairs ``[arm, other arm]`` of two distinct arms,
+    each compared beyond every arm's comparison with the baseline."""
+    pairs = section.get("compare") or []
+    if not isinstance(pairs, list):
+        raise EvidenceError(f"{path}: {notebook}'s compare must be a list of [arm, arm] pairs, "
+                            f"got {pairs!r}")
+    checked = []
+    for pair in pairs:
+        if (not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]
+                or any(name not in arms for name in pair)):
+            raise EvidenceError(f"{path}: {notebook}'s compare: each entry is a pair of two of "
+                                f"its arms ({', '.join(arms)}), got {pair!r}")
+        if section["baseline"] in pair:
+            raise EvidenceError(f"{path}: {notebook}'s compare: {pair!r} is already compared "
+                                "(every arm is compared with the baseline)")
+        checked.append(tuple(pair))
+    return checked
+
+
+def same_model_arms(plan: Plan) -> list[Arm]:
+    """The arms that build another notebook's full model (``same_model_as``)."""
+    return [arm for arms in plan.arms.values() for arm in arms if arm.same_model_as]
 
 
 def load_plan(path: str | Path = ROOT / PLAN, *, profile: str | None = None,
@@ -402,12 +443,54 @@ RULE = (f"A difference is called only where each arm has at least {MIN_SEEDS} se
 
 
 def arm_summaries(records: list[dict]) -> dict:
-    """top-1 and top-5 (percent) and wall time (minutes) of one arm's records."""
+    """top-1 and top-5 (percent), the notebook's wall time and the training time
+    (minutes) of one arm's records."""
     return {
         "top1": summarize(100 * r["test_top1"] for r in records),
         "top5": summarize(100 * r["test_top5"] for r in records),
         "minutes": summarize(r["evidence"]["notebook_seconds"] / 60 for r in records),
+        "train_minutes": summarize(r["train_seconds"] / 60 for r in records),
     }
+
+
+def parameter_counts(records: list[dict]) -> str:
+    """The models' parameter count (``1,391,569``), or its range if the seeds differ."""
+    counts = sorted({r["parameter_count"] for r in records})
+    return f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
+
+
+def same_model_times(plan: Plan, records: Path) -> list[tuple[Arm, Summary, Summary]]:
+    """The training times (minutes) of each arm declared ``same_model_as`` another
+    notebook's full model and of that full model, where both have records and
+    the same parameter count: one model trained at different times, which shows
+    how far its time moves between sessions."""
+    pairs = []
+    for arm in same_model_arms(plan):
+        own = read_records(records, arm.notebook, arm.name)
+        other = read_records(records, arm.same_model_as, plan.full_arm(arm.same_model_as).name)
+        if own and other and {r["parameter_count"] for r in own} == {
+                r["parameter_count"] for r in other}:
+            pairs.append((arm, arm_summaries(own)["train_minutes"],
+                          arm_summaries(other)["train_minutes"]))
+    return pairs
+
+
+def time_caveat(plan: Plan, records: Path) -> str:
+    """What the training-time column can and cannot say, from the same-model pairs."""
+    head = ("The training time is all epochs with their validation. The runs went one at a "
+            "time on the machine above, but not all in one session, and one model's time "
+            "moves between sessions (load, the processor's clock)")
+    pairs = same_model_times(plan, records)
+    if not pairs:
+        return (head + ": no model of the plan has been trained twice yet to say by how "
+                "much, so the column gives each arm's cost in size only.")
+    said = "; ".join(
+        f"{arm.label} of the {arm.notebook} page and the {arm.same_model_as} page's full "
+        f"model, the same model, trained in {pm(a, 1, ' min')} and {pm(b, 1, ' min')}, "
+        f"{max(a.mean, b.mean) / min(a.mean, b.mean):.2f}× apart" for arm, a, b in pairs)
+    return (head + f": {said}. A time gap no larger than that says nothing about the arms; "
+            "the Performance page's benchmark times the models one after another in one "
+            "process.")
 
 
 def describe_budget(plan: Plan, records: list[dict]) -> str:
@@ -455,32 +538,35 @@ def ablation_markdown(notebook: str, plan: Plan, records: Path, source: Path = R
     rows = []
     stale_runs = [f"{r['evidence']['arm']} seed {r['evidence']['seed']}"
                   for r in outdated(notebook, [r for got in found.values() for r in got], source)]
+    summaries = {name: arm_summaries(got) for name, got in found.items() if got}
     for arm in plan.arms[notebook]:
         got = found[arm.name]
         if not got:
-            rows.append(f"| {arm.label} | not run yet | | | 0 |")
+            rows.append(f"| {arm.label} | – | not run yet | | | 0 |")
             continue
-        s = arm_summaries(got)
+        s = summaries[arm.name]
         tags = [t for t, on in (("full model", arm.full), ("baseline", arm.baseline)) if on]
         name = arm.label + (f" ({', '.join(tags)})" if tags else "")
-        rows.append(f"| {name} | {pm(s['top1'], 2)} | {pm(s['top5'], 2)} | "
-                    f"{pm(s['minutes'], 1, ' min')} | {s['top1'].n} |")
+        rows.append(f"| {name} | {parameter_counts(got)} | {pm(s['top1'], 2)} | "
+                    f"{pm(s['top5'], 2)} | {pm(s['train_minutes'], 1, ' min')} | "
+                    f"{s['top1'].n} |")
     base = plan.baseline_arm(notebook)
-    sentences = []
-    if found[base.name]:
-        b = arm_summaries(found[base.name])["top1"]
-        for arm in plan.arms[notebook]:
-            if arm is not base and found[arm.name]:
-                sentences.append(compare(arm.label, arm_summaries(found[arm.name])["top1"],
-                                         base.label, b))
+    pairs = [(arm.name, base.name) for arm in plan.arms[notebook] if arm is not base]
+    pairs += plan.comparisons.get(notebook, [])
+    accuracy = []
+    for a, b in pairs:
+        if a in summaries and b in summaries:
+            accuracy.append(compare(plan.arm(notebook, a).label, summaries[a]["top1"],
+                                    plan.arm(notebook, b).label, summaries[b]["top1"]))
     every = [r for got in found.values() for r in got]
     question = plan.questions.get(notebook) or "the paper's ablation"
     text = [f"## Ablation: {question}", "",
             "Each arm changes one thing of the model this page builds and trains it "
             "again with several seeds. " + describe_budget(plan, every), "",
-            "| arm | test top-1 | test top-5 | wall time | seeds |", "|---|---|---|---|---|",
-            *rows, ""]
-    text += [f"- {s}" for s in sentences] + ["", RULE]
+            "| arm | parameters | test top-1 | test top-5 | training time | seeds |",
+            "|---|---|---|---|---|---|", *rows, ""]
+    text += [f"- {s}" for s in accuracy] + ["", RULE]
+    text += ["", time_caveat(plan, records)]
     text += stale_warning(stale_runs)
     return "\n".join(text) + "\n"
 
