@@ -379,7 +379,7 @@ def test_same_model_as_must_name_another_notebook_of_the_plan(tmp_path, other):
         [("spt_lsa", "vanilla", "vit")]
 
 
-def test_the_time_column_is_read_against_one_models_time_in_two_sessions(tmp_path):
+def test_the_time_column_is_read_against_one_models_time_in_two_runs(tmp_path):
     plan = evidence.load_plan(write_plan(tmp_path, PLAN + SPT_LSA_FOUR))
     records = tmp_path / "records"
     top1 = [0.60, 0.60, 0.60]

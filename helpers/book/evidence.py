@@ -462,8 +462,8 @@ def parameter_counts(records: list[dict]) -> str:
 def same_model_times(plan: Plan, records: Path) -> list[tuple[Arm, Summary, Summary]]:
     """The training times (minutes) of each arm declared ``same_model_as`` another
     notebook's full model and of that full model, where both have records and
-    the same parameter count: one model trained at different times, which shows
-    how far its time moves between sessions."""
+    the same parameter count: one model trained in two runs made at different
+    times, which shows how far its time moves from run to run."""
     pairs = []
     for arm in same_model_arms(plan):
         own = read_records(records, arm.notebook, arm.name)
@@ -477,9 +477,9 @@ def same_model_times(plan: Plan, records: Path) -> list[tuple[Arm, Summary, Summ
 
 def time_caveat(plan: Plan, records: Path) -> str:
     """What the training-time column can and cannot say, from the same-model pairs."""
-    head = ("The training time is all epochs with their validation. The runs went one at a "
-            "time on the machine above, but not all in one session, and one model's time "
-            "moves between sessions (load, the processor's clock)")
+    head = ("The training time is all epochs with their validation, of runs made one at a "
+            "time on the machine above but not all in one session, and one model's time is "
+            "not fixed from run to run")
     pairs = same_model_times(plan, records)
     if not pairs:
         return (head + ": no model of the plan has been trained twice yet to say by how "
