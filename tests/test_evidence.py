@@ -395,9 +395,9 @@ def test_the_time_column_is_read_against_one_models_time_in_two_runs(tmp_path):
     [(arm, own, other)] = evidence.same_model_times(plan, records)
     assert (arm.name, own.mean, other.mean) == ("vanilla", 1.0, 1.5)
     text = evidence.ablation_markdown("spt_lsa", plan, records)
-    assert ("the vanilla ViT of the spt_lsa page and the vit page's full model, the same "
-            "model, trained in 1.0 ± 0.0 min and 1.5 ± 0.0 min, 1.50× apart. A time gap no "
-            "larger than that says nothing about the arms") in text
+    assert ("the vanilla ViT of the SL-ViT (SPT + LSA) page and the ViT page's full model, "
+            "the same model, trained in 1.0 ± 0.0 min and 1.5 ± 0.0 min, 1.50× apart. A time "
+            "gap no larger than that says nothing about the arms") in text
     assert "trained twice yet" not in text
     # a model of another size is not the same model: it says nothing about the spread
     write_arm(records, plan, "vit", "patch-4", top1, train_seconds=[90, 91, 89],

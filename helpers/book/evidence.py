@@ -484,8 +484,11 @@ def time_caveat(plan: Plan, records: Path) -> str:
     if not pairs:
         return (head + ": no model of the plan has been trained twice yet to say by how "
                 "much, so the column gives each arm's cost in size only.")
+    from helpers.papers import TITLES  # plain names, no Keras
+
     said = "; ".join(
-        f"{arm.label} of the {arm.notebook} page and the {arm.same_model_as} page's full "
+        f"{arm.label} of the {TITLES.get(arm.notebook, arm.notebook)} page and the "
+        f"{TITLES.get(arm.same_model_as, arm.same_model_as)} page's full "
         f"model, the same model, trained in {pm(a, 1, ' min')} and {pm(b, 1, ' min')}, "
         f"{max(a.mean, b.mean) / min(a.mean, b.mean):.2f}× apart" for arm, a, b in pairs)
     return (head + f": {said}. A time gap no larger than that says nothing about the arms; "
