@@ -42,6 +42,7 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=free)
         items[:] = [item for item in items if not item.get_closest_marker("keras_free")]
 
+
 @pytest.fixture(autouse=True)
 def same_random_state_for_every_test(request):
     """Each test starts from the same random state (Python, NumPy, the backend, Keras's
